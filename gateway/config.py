@@ -1,0 +1,209 @@
+"""Typed, immutable configuration: one frozen dataclass per section of SPEC §3.
+
+The loader (:mod:`gateway.loader`) is the only producer of these objects and
+has already validated every value; everything else only reads them. Units are
+in the names (``*_seconds``, ``*_bytes``). Each part of the gateway receives
+its own section, never the whole :class:`GatewayConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be served. ``problems`` lists every one, each with its location."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    certfile: str
+    keyfile: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    processes: int = 1  # 0 = one per CPU core
+    max_body_bytes: int = 10 * 1024 * 1024
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs, validated by the loader
+    drain_seconds: float = 10.0
+    tls: ServerTls | None = None
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    host: str = "127.0.0.1"
+    port: int = 8081  # 0 = an ephemeral port, logged at start
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    algorithms: tuple[str, ...] = ("HS256",)
+    secret: str | None = None
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    jwks_refresh_seconds: float = 300.0
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    leeway_seconds: float = 0.0
+    required_claims: tuple[str, ...] = ("exp",)
+    scope_claim: str = "scope"
+    claims_to_headers: Mapping[str, str] = field(default_factory=dict)
+    forward_authorization: bool = True
+    max_token_bytes: int = 8192
+    cache_size: int = 10000  # verified tokens kept; 0 disables the cache
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    jwt: JwtConfig | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a target lives: what a pooled connection is keyed by."""
+
+    scheme: str  # http | https
+    host: str
+    port: int
+
+    @property
+    def netloc(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}"
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    url: str  # as written, for humans and metrics labels
+    origin: Origin
+    base_path: str = ""  # a path in the target URL is put before every forwarded path
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = 1  # tries in all, the first included
+    backoff_seconds: float = 0.05
+    max_backoff_seconds: float = 1.0
+    on_statuses: tuple[int, ...] = (502, 503, 504)
+    budget_ratio: float = 0.2  # retries may add at most this share of extra load
+    replay_buffer_bytes: int = 1024 * 1024  # bodies up to this size are buffered and replayable
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    path: str = "/health"
+    interval_seconds: float = 5.0
+    timeout_seconds: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class CircuitBreakerConfig:
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    ca_file: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    targets: tuple[TargetConfig, ...]
+    balance: str = "round_robin"  # round_robin | least_conn | random
+    connect_timeout_seconds: float = 2.0
+    request_timeout_seconds: float = 30.0
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    health_check: HealthCheckConfig | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+    tls: UpstreamTls | None = None
+    max_idle_connections: int = 64  # kept-alive idle connections per target
+
+
+@dataclass(frozen=True)
+class CorsConfig:
+    allow_origins: tuple[str, ...] = ()  # "*" allowed
+    allow_methods: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    allow_headers: tuple[str, ...] = ("Authorization", "Content-Type")
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    requests: int
+    window_seconds: float
+    key: str = "subject"  # subject | ip | header:NAME
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    set: Mapping[str, str] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AggregatePart:
+    name: str
+    upstream: str
+    path: str  # may hold {param} placeholders captured by the route's path
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    path: str
+    upstream: str | None = None
+    methods: tuple[str, ...] | None = None  # None = every method
+    host: str | None = None
+    strip_prefix: bool = False
+    rewrite_prefix: str | None = None
+    auth: str = "none"  # required | optional | none (the loader applies SPEC's default)
+    scopes: tuple[str, ...] = ()
+    rate_limit: RateLimitConfig | None = None
+    validate_json: bool = False
+    request_headers: HeaderRules = field(default_factory=HeaderRules)
+    response_headers: HeaderRules = field(default_factory=HeaderRules)
+    timeout_seconds: float | None = None
+    cors: CorsConfig | None = None  # overrides the global section for this route
+    aggregate: tuple[AggregatePart, ...] | None = None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "json"  # json | text
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    rate_limit_store: str = "memory"  # memory | redis://host:port/db
+    rate_limit_fail_open: bool = True
+    cors: CorsConfig | None = None
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = ""  # the file it came from

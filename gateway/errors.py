@@ -1,0 +1,155 @@
+"""The gateway's error tree and its one JSON renderer.
+
+Every error the gateway itself answers with is a :class:`GatewayError`; each
+subclass is one row of SPEC §4 and carries its ``status``, its ``code``, a
+message for people and optional response headers::
+
+    GatewayError
+    ├── BadRequest            400 bad_request
+    ├── InvalidJson           400 invalid_json
+    ├── MissingToken          401 missing_token
+    ├── InvalidToken          401 invalid_token
+    ├── InsufficientScope     403 insufficient_scope
+    ├── NoRoute               404 no_route
+    ├── MethodNotAllowed      405 method_not_allowed
+    ├── BodyTooLarge          413 body_too_large
+    ├── UriTooLong            414 uri_too_long
+    ├── RateLimited           429 rate_limited
+    ├── HeadersTooLarge       431 headers_too_large
+    ├── InternalError         500 internal_error
+    ├── BadGateway            502 bad_gateway
+    │   └── UpstreamConnectError   (``refused``: nothing was sent)
+    ├── NoHealthyUpstream     503 no_healthy_upstream
+    ├── ServiceUnavailable    503 service_unavailable
+    └── UpstreamTimeout       504 upstream_timeout
+
+Library exceptions (tornado, jwt, redis) are translated into this tree where
+that library is called; :func:`render_error` is the only place that turns an
+error into bytes for the client.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+
+class GatewayError(Exception):
+    """An error the gateway answers itself, before any upstream byte reached the client."""
+
+    status: int = 500
+    code: str = "internal_error"
+    default_message: str = "internal error"
+
+    def __init__(self, message: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+
+class BadRequest(GatewayError):
+    status, code, default_message = 400, "bad_request", "malformed request"
+
+
+class InvalidJson(GatewayError):
+    status, code, default_message = 400, "invalid_json", "request body is not valid JSON"
+
+
+def _bearer_challenge(error: str | None = None, description: str | None = None) -> str:
+    challenge = 'Bearer realm="gateway"'
+    if error:
+        challenge += f', error="{error}"'
+    if description:
+        challenge += ', error_description="%s"' % description.replace('"', "'")
+    return challenge
+
+
+class MissingToken(GatewayError):
+    status, code, default_message = 401, "missing_token", "a bearer token is required"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, {"WWW-Authenticate": _bearer_challenge()})
+
+
+class InvalidToken(GatewayError):
+    status, code, default_message = 401, "invalid_token", "the bearer token is not valid"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = _bearer_challenge("invalid_token", self.message)
+
+
+class InsufficientScope(GatewayError):
+    status, code, default_message = 403, "insufficient_scope", "the token lacks a required scope"
+
+    def __init__(self, missing: tuple[str, ...] | list[str] = ()) -> None:
+        needed = " ".join(missing)
+        message = f"missing scope: {needed}" if needed else None
+        super().__init__(message)
+        challenge = _bearer_challenge("insufficient_scope", self.message)
+        if needed:
+            challenge += f', scope="{needed}"'
+        self.headers["WWW-Authenticate"] = challenge
+
+
+class NoRoute(GatewayError):
+    status, code, default_message = 404, "no_route", "no route matches this request"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code, default_message = 405, "method_not_allowed", "method not allowed on this route"
+
+    def __init__(self, allowed: tuple[str, ...] | list[str]) -> None:
+        super().__init__(None, {"Allow": ", ".join(allowed)})
+
+
+class BodyTooLarge(GatewayError):
+    status, code, default_message = 413, "body_too_large", "request body too large"
+
+
+class UriTooLong(GatewayError):
+    status, code, default_message = 414, "uri_too_long", "request line too long"
+
+
+class RateLimited(GatewayError):
+    status, code, default_message = 429, "rate_limited", "rate limit exceeded"
+
+
+class HeadersTooLarge(GatewayError):
+    status, code, default_message = 431, "headers_too_large", "request headers too large"
+
+
+class InternalError(GatewayError):
+    status, code, default_message = 500, "internal_error", "internal error"
+
+
+class BadGateway(GatewayError):
+    status, code, default_message = 502, "bad_gateway", "the upstream failed to answer"
+
+
+class UpstreamConnectError(BadGateway):
+    """The upstream could not be reached. ``refused`` means no byte of the request was sent."""
+
+    def __init__(self, message: str | None = None, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class NoHealthyUpstream(GatewayError):
+    status, code, default_message = 503, "no_healthy_upstream", "no healthy upstream target"
+
+
+class ServiceUnavailable(GatewayError):
+    status, code, default_message = 503, "service_unavailable", "service unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status, code, default_message = 504, "upstream_timeout", "the upstream took too long to answer"
+
+
+def render_error(error: GatewayError, request_id: str) -> bytes:
+    """The JSON body of SPEC §4 for ``error``."""
+    return json.dumps(
+        {"error": error.code, "message": error.message, "status": error.status, "request_id": request_id},
+        separators=(",", ":"),
+    ).encode()

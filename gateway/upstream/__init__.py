@@ -1,0 +1,1 @@
+"""Everything between the gateway and its upstreams: client, pools, balancing, resilience."""
