@@ -128,7 +128,8 @@ class BadGateway(GatewayError):
 
 
 class UpstreamConnectError(BadGateway):
-    """The upstream could not be reached. ``refused`` means no byte of the request was sent."""
+    """The upstream could not be reached. ``refused``: no byte of the request was sent, so any
+    method may be tried again elsewhere."""
 
     def __init__(self, message: str | None = None, refused: bool = False) -> None:
         super().__init__(message)
@@ -144,7 +145,13 @@ class ServiceUnavailable(GatewayError):
 
 
 class UpstreamTimeout(GatewayError):
+    """The upstream was too slow. ``sent`` is False when it timed out while connecting."""
+
     status, code, default_message = 504, "upstream_timeout", "the upstream took too long to answer"
+
+    def __init__(self, message: str | None = None, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def render_error(error: GatewayError, request_id: str) -> bytes:

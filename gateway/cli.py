@@ -1,0 +1,160 @@
+"""The ``gateway`` command: serve | check | token | routes. No logic lives here.
+
+A configuration problem is printed (every one, with its location) and the
+command exits 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Sequence
+
+from .config import ConfigError, GatewayConfig
+from .loader import load_config
+
+DEFAULT_CONFIG = "conf/gateway.yaml"
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.demo:
+            from .demo import run_demo
+            return run_demo()
+        command = args.command or "serve"
+        return {"serve": _serve, "check": _check, "token": _token, "routes": _routes}[command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {getattr(args, 'config', DEFAULT_CONFIG)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="An async API gateway on Tornado.")
+    parser.add_argument("--demo", action="store_true", help="serve conf/demo.yaml with a bundled echo upstream")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    sub = parser.add_subparsers(dest="command")
+    for name, text in (("serve", "run the gateway"), ("check", "validate a config"),
+                       ("routes", "print the route table as it will be matched")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", default=argparse.SUPPRESS)
+    p = sub.add_parser("token", help="mint a token for local testing")
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS)
+    p.add_argument("--sub", required=True, help="the subject (sub claim)")
+    p.add_argument("--scope", default=None, help='space-separated scopes, e.g. "orders:read orders:write"')
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument("--aud", default=None)
+    p.add_argument("--iss", default=None)
+    p.add_argument("--claim", action="append", default=[], metavar="K=V", help="an extra claim (repeatable)")
+    p.add_argument("--key", default=None, help="private key PEM for RS*/PS*/ES*/EdDSA")
+    p.add_argument("--alg", default=None, help="algorithm (default: the config's first)")
+    p.add_argument("--kid", default=None)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    config = load_config(args.config)
+    from .runtime import Runtime  # building the runtime finds what only building can (keys, TLS files)
+
+    Runtime(config)
+    return config
+
+
+def _check(args: argparse.Namespace) -> int:
+    _load(args)
+    print("ok")
+    return 0
+
+
+def _routes(args: argparse.Namespace) -> int:
+    from .routing import RouteTable
+
+    config = load_config(args.config)
+    rows = RouteTable(config.routes).describe()
+    headers = ("name", "host", "path", "methods", "target", "auth")
+    table = [[str(r[h]) if h != "methods" else ",".join(r[h]) for h in headers] for r in rows]  # type: ignore[arg-type]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)))
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .tokens import mint_token
+
+    claims: dict[str, object] = {}
+    for item in args.claim:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"--claim {item!r}: expected K=V", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            claims[key] = json.loads(value)
+        except ValueError:
+            claims[key] = value
+    if args.key:
+        try:
+            with open(args.key, "rb") as f:
+                key: str | bytes = f.read()
+        except OSError as exc:
+            print(f"--key {args.key}: {exc.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+        algorithm = args.alg or "RS256"
+        jwt_config = None
+    else:
+        jwt_config = load_config(args.config).auth.jwt
+        if jwt_config is None or not jwt_config.secret:
+            raise ConfigError([f"{args.config}: auth.jwt.secret: needed to mint a token (or pass --key private.pem)"])
+        key = jwt_config.secret
+        algorithm = args.alg or jwt_config.algorithms[0]
+    print(mint_token(
+        key=key, algorithm=algorithm, subject=args.sub, scopes=args.scope, ttl_seconds=args.ttl,
+        audience=args.aud or (jwt_config.audience[0] if jwt_config and jwt_config.audience else None),
+        issuer=args.iss or (jwt_config.issuer if jwt_config else None), extra_claims=claims, kid=args.kid,
+    ))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    config = _load(args)
+    configure_logging(config)
+    asyncio.run(serve(args.config, config))
+    return 0
+
+
+def configure_logging(config: GatewayConfig) -> None:
+    """Operational logs go to stderr (the access log, to stdout, is configured apart)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if config.logging.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.logging.level.upper())
+    logging.getLogger("tornado.access").propagate = False
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""RequestContext: the one object a request carries from admission to the access log."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .auth import Identity
+    from .routing import Match
+
+
+class RequestContext:
+    """What is known about one request; filled in step by step, read by logs and metrics."""
+
+    __slots__ = (
+        "request_id", "started", "client_ip", "match", "identity", "upstream", "target",
+        "status", "bytes_in", "bytes_out", "response_headers", "traceparent",
+    )
+
+    def __init__(self, request_id: str, client_ip: str) -> None:
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.client_ip = client_ip
+        self.match: Match | None = None
+        self.identity: Identity | None = None
+        self.upstream: str | None = None
+        self.target: str | None = None
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        # Headers every answer carries, gateway-made or relayed (rate-limit state, CORS).
+        self.response_headers: dict[str, str] = {}
+        self.traceparent = ""
+
+    @property
+    def route_name(self) -> str:
+        return self.match.route.name if self.match is not None else ""
+
+    @property
+    def subject(self) -> str | None:
+        return self.identity.subject if self.identity is not None else None
+
+    def duration_seconds(self) -> float:
+        return time.perf_counter() - self.started

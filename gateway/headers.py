@@ -1,0 +1,132 @@
+"""Header rules on both legs: hop-by-hop removal, X-Forwarded-*, request id, traceparent.
+
+:class:`HeaderPlan` is compiled once per route at config load (what to drop,
+what to set), so a request only filters and appends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Iterable, Mapping
+
+from tornado.httputil import HTTPHeaders
+
+from .config import HeaderRules
+
+__all__ = [
+    "HOP_BY_HOP",
+    "HeaderPlan",
+    "TrustedProxies",
+    "request_id_from",
+    "traceparent_from",
+    "copy_headers",
+]
+
+# RFC 9110 §7.6.1 plus the legacy Proxy-* family. Names are lower-case.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})
+# Headers the gateway itself sets upstream; a client's copy is replaced, never trusted as is.
+FORWARDING_HEADERS = frozenset({
+    "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix",
+    "x-request-id", "traceparent", "content-length",
+})
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def request_id_from(client_value: str | None) -> str:
+    """The client's X-Request-Id when it is 1-128 of ``[A-Za-z0-9._-]``, else a new one."""
+    if client_value and _REQUEST_ID.match(client_value):
+        return client_value
+    return os.urandom(16).hex()
+
+
+def traceparent_from(client_value: str | None) -> str:
+    """A valid W3C traceparent is kept; otherwise a new trace is started (sampled)."""
+    if client_value:
+        m = _TRACEPARENT.match(client_value)
+        if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
+            return client_value
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def connection_listed(headers: HTTPHeaders) -> frozenset[str]:
+    """Hop-by-hop names for this message: the fixed set plus what its Connection header names."""
+    connection = headers.get("Connection")
+    if not connection:
+        return HOP_BY_HOP
+    return HOP_BY_HOP | {token.strip().lower() for token in connection.split(",") if token.strip()}
+
+
+def copy_headers(source: HTTPHeaders, drop: frozenset[str]) -> HTTPHeaders:
+    """A new header set with every field of ``source`` whose lower-cased name is not in ``drop``."""
+    out = HTTPHeaders()
+    for name, value in source.get_all():
+        if name.lower() not in drop:
+            out.add(name, value)
+    return out
+
+
+class HeaderPlan:
+    """One route's header rules for one direction, compiled once."""
+
+    __slots__ = ("drop", "set_items")
+
+    def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = ()) -> None:
+        self.drop = frozenset(h.lower() for h in (*always_drop, *rules.remove, *rules.set))
+        self.set_items: tuple[tuple[str, str], ...] = tuple(rules.set.items())
+
+    def apply(self, source: HTTPHeaders) -> HTTPHeaders:
+        """Copy ``source`` without hop-by-hop and dropped fields, then add the route's own values."""
+        drop = self.drop | connection_listed(source) if "Connection" in source else self.drop | HOP_BY_HOP
+        out = copy_headers(source, drop)
+        for name, value in self.set_items:
+            out[name] = value
+        return out
+
+
+class TrustedProxies:
+    """Which peers may speak for the client through X-Forwarded-For."""
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+        self._verdicts: dict[str, bool] = {}
+
+    def trusts(self, ip: str) -> bool:
+        if not self.networks:
+            return False
+        verdict = self._verdicts.get(ip)
+        if verdict is None:
+            try:
+                address = ipaddress.ip_address(ip)
+                verdict = any(address in net for net in self.networks)
+            except ValueError:
+                verdict = False
+            if len(self._verdicts) < 10000:
+                self._verdicts[ip] = verdict
+        return verdict
+
+    def forwarded_for(self, peer: str, client_header: str | None) -> tuple[str, str]:
+        """(X-Forwarded-For to send, the client address) for a request from ``peer``.
+
+        The client's chain is kept and extended only when ``peer`` is trusted; the
+        client address is then the right-most untrusted entry of the chain.
+        """
+        if not client_header or not self.trusts(peer):
+            return peer, peer
+        chain = [part.strip() for part in client_header.split(",") if part.strip()]
+        client = peer
+        for hop in reversed(chain):
+            client = hop
+            if not self.trusts(hop):
+                break
+        return f"{', '.join(chain)}, {peer}", client
+
+
+def header_items(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(headers.items())

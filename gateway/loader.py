@@ -1,0 +1,656 @@
+"""YAML + ``${VAR:-default}`` → :class:`~gateway.config.GatewayConfig`.
+
+The one place where every configuration key is validated. Problems are
+collected, not raised one at a time: :func:`load_config` raises a single
+:class:`~gateway.config.ConfigError` listing each problem with its location
+(``routes[2].upstream: unknown upstream 'ordrs'``).
+
+Environment references are replaced after YAML parsing, scalar by scalar, so a
+secret full of YAML punctuation stays one string; a scalar that is exactly one
+reference is then typed like a YAML scalar (``port: ${PORT}`` gives a number).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+
+from .config import (
+    AdminConfig,
+    AggregatePart,
+    AuthConfig,
+    CircuitBreakerConfig,
+    ConfigError,
+    CorsConfig,
+    GatewayConfig,
+    HeaderRules,
+    HealthCheckConfig,
+    JwtConfig,
+    LoggingConfig,
+    Origin,
+    RateLimitConfig,
+    RetryConfig,
+    RouteConfig,
+    ServerConfig,
+    ServerTls,
+    TargetConfig,
+    UpstreamConfig,
+    UpstreamTls,
+)
+
+__all__ = ["load_config", "parse_config", "ConfigError"]
+
+HS_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+MIN_HS_SECRET_BYTES = 32
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate the YAML file at ``path``. Raises ConfigError with every problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    return parse_config(text, source=path, environ=environ)
+
+
+def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Validate YAML ``text``. Raises ConfigError with every problem, each with its location."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    problems = _Problems()
+    raw = _substitute(raw, "", os.environ if environ is None else environ, problems)
+    config = _Builder(problems, os.path.dirname(os.path.abspath(source)) if source != "<string>" else ".").build(
+        raw, source
+    )
+    if problems:
+        raise ConfigError(list(problems))
+    return config
+
+
+class _Problems(list):  # type: ignore[type-arg]
+    def add(self, path: str, message: str) -> None:
+        self.append(f"{path or '(top level)'}: {message}")
+
+
+class _Unset:
+    """An environment reference that could not be resolved (already reported)."""
+
+
+_UNSET = _Unset()
+
+
+class _Invalid(Exception):
+    """A value is wrong; the message says why (its location is added by the caller)."""
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _substitute(value: Any, path: str, environ: Mapping[str, str], problems: _Problems) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, _join(path, k), environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, _join(path, i), environ, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ and (environ[name] != "" or default is None):
+            return environ[name]
+        if default is not None:
+            return default
+        problems.add(path, f"environment variable {name} is not set")
+        return ""
+
+    if any(m.group(1) not in environ and m.group(2) is None for m in _ENV_REF.finditer(value)):
+        _ENV_REF.sub(replace, value)
+        return _UNSET
+    result = _ENV_REF.sub(replace, value)
+    if _ENV_REF.fullmatch(value):
+        typed = yaml.safe_load(result) if result.strip() else result
+        if isinstance(typed, (bool, int, float)) or typed is None:
+            return typed if result.strip() else result
+    return result
+
+
+# --- scalar parsers: each takes (value) and returns the typed value or raises _Invalid ---
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"expected an integer, got {_kind(value)}")
+        if minimum is not None and value < minimum:
+            raise _Invalid(f"must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise _Invalid(f"must be at most {maximum}")
+        return value
+    return parse
+
+
+def _seconds(minimum: float = 0.0, allow_zero: bool = False) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a number of seconds, got {_kind(value)}")
+        if value < minimum or (value == 0 and not allow_zero):
+            raise _Invalid("must be greater than 0" if not allow_zero else f"must be at least {minimum}")
+        return float(value)
+    return parse
+
+
+def _str(choices: tuple[str, ...] | None = None, nonempty: bool = True) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {_kind(value)}")
+        if nonempty and not value:
+            raise _Invalid("must not be empty")
+        if choices is not None and value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)}, got '{value}'")
+        return value
+    return parse
+
+
+def _str_list(item: Callable[[Any], str] | None = None) -> Callable[[Any], tuple[str, ...]]:
+    item = item or _str()
+
+    def parse(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list, got {_kind(value)}")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v))
+            except _Invalid as exc:
+                raise _Invalid(f"item {i}: {exc}") from None
+        return tuple(out)
+    return parse
+
+
+def _header_name(value: Any) -> str:
+    value = _str()(value)
+    if not _HEADER_NAME.match(value):
+        raise _Invalid(f"'{value}' is not a valid header name")
+    return value
+
+
+def _method(value: Any) -> str:
+    value = _str()(value).upper()
+    if value not in HTTP_METHODS:
+        raise _Invalid(f"unknown HTTP method '{value}'")
+    return value
+
+
+def _path(value: Any) -> str:
+    value = _str()(value)
+    if not value.startswith("/"):
+        raise _Invalid(f"must start with '/', got '{value}'")
+    if any(seg in (".", "..") for seg in value.split("/")) or "//" in value or "?" in value or "#" in value:
+        raise _Invalid(f"'{value}' is not a clean path")
+    return value
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Invalid(f"expected a string, got {_kind(value)}")
+    text = str(value)
+    if "\r" in text or "\n" in text:
+        raise _Invalid("header values cannot hold line breaks")
+    return text
+
+
+def _cidr(value: Any) -> str:
+    value = _str()(value)
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _Invalid(f"'{value}' is not an IP address or CIDR") from None
+    return value
+
+
+FieldTable = Mapping[str, tuple[str, Callable[[Any], Any]]]
+
+
+class _Builder:
+    """Walks the raw YAML tree section by section, collecting problems."""
+
+    def __init__(self, problems: _Problems, base_dir: str) -> None:
+        self.problems = problems
+        self.base_dir = base_dir
+
+    # --- generic helpers ---
+
+    def fields(self, raw: Any, path: str, table: FieldTable, required: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Parse the mapping ``raw`` by ``table`` (yaml key -> (attribute, parser)) into dataclass kwargs."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.problems.add(path, f"expected a mapping, got {_kind(raw)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            where = _join(path, key)
+            if key not in table:
+                self.problems.add(where, "unknown key")
+                continue
+            attr, parse = table[key]
+            if value is _UNSET:
+                continue
+            try:
+                out[attr] = parse(value)
+            except _Invalid as exc:
+                self.problems.add(where, str(exc))
+        for key in required:
+            if key not in raw:
+                self.problems.add(_join(path, key), "is required")
+        return out
+
+    def section(self, parse: Callable[[Any, str], Any], path: str) -> Callable[[Any], Any]:
+        """Adapt a nested-section builder to the scalar-parser signature used in field tables."""
+        return lambda value: parse(value, path)
+
+    def file(self, path: str) -> Callable[[Any], str]:
+        def parse(value: Any) -> str:
+            value = _str()(value)
+            resolved = value if os.path.isabs(value) or os.path.exists(value) else os.path.join(self.base_dir, value)
+            if not os.path.isfile(resolved):
+                raise _Invalid(f"no such file: {value}")
+            return resolved
+        return parse
+
+    # --- sections ---
+
+    def build(self, raw: Any, source: str) -> GatewayConfig:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.problems.add("", f"expected a mapping at the top level, got {_kind(raw)}")
+            return GatewayConfig(source=source)
+        top = self.fields(raw, "", {
+            "server": ("server", self.section(self.server, "server")),
+            "admin": ("admin", self.section(self.admin, "admin")),
+            "auth": ("auth", self.section(self.auth, "auth")),
+            "upstreams": ("upstreams", self.section(self.upstreams, "upstreams")),
+            "routes": ("routes", lambda v: v),  # parsed below, once upstreams and auth are known
+            "rate_limit_store": ("rate_limit_store", self.rate_limit_store),
+            "rate_limit_fail_open": ("rate_limit_fail_open", _bool),
+            "cors": ("cors", self.section(self.cors, "cors")),
+            "logging": ("logging", self.section(self.logging, "logging")),
+        })
+        auth: AuthConfig = top.get("auth") or AuthConfig()
+        upstreams: dict[str, UpstreamConfig] = top.get("upstreams") or {}
+        top["routes"] = self.routes(top.get("routes"), "routes", upstreams, auth)
+        return GatewayConfig(source=source, **top)
+
+    def server(self, raw: Any, path: str) -> ServerConfig:
+        kw = self.fields(raw, path, {
+            "host": ("host", _str()),
+            "port": ("port", _int(0, 65535)),
+            "processes": ("processes", _int(0, 1024)),
+            "max_body_bytes": ("max_body_bytes", _int(0)),
+            "trusted_proxies": ("trusted_proxies", _str_list(_cidr)),
+            "drain_seconds": ("drain_seconds", _seconds(allow_zero=True)),
+            "tls": ("tls", self.section(self.server_tls, _join(path, "tls"))),
+        })
+        return ServerConfig(**kw)
+
+    def server_tls(self, raw: Any, path: str) -> ServerTls | None:
+        if raw is None:
+            return None
+        kw = self.fields(raw, path, {
+            "certfile": ("certfile", self.file(path)), "keyfile": ("keyfile", self.file(path)),
+        }, required=("certfile", "keyfile"))
+        return ServerTls(**kw) if len(kw) == 2 else None
+
+    def admin(self, raw: Any, path: str) -> AdminConfig:
+        return AdminConfig(**self.fields(raw, path, {
+            "host": ("host", _str()), "port": ("port", _int(0, 65535)),
+        }))
+
+    def auth(self, raw: Any, path: str) -> AuthConfig:
+        kw = self.fields(raw, path, {"jwt": ("jwt", self.section(self.jwt, _join(path, "jwt")))})
+        return AuthConfig(**kw)
+
+    def jwt(self, raw: Any, path: str) -> JwtConfig | None:
+        if raw is None:
+            return None
+        kw = self.fields(raw, path, {
+            "algorithms": ("algorithms", _str_list()),
+            "secret": ("secret", _str(nonempty=False)),
+            "public_key_file": ("public_key_file", self.file(path)),
+            "jwks_url": ("jwks_url", self.http_url),
+            "jwks_refresh_seconds": ("jwks_refresh_seconds", _seconds()),
+            "issuer": ("issuer", _str()),
+            "audience": ("audience", _str_list()),
+            "leeway_seconds": ("leeway_seconds", _seconds(allow_zero=True)),
+            "required_claims": ("required_claims", _str_list()),
+            "scope_claim": ("scope_claim", _str()),
+            "claims_to_headers": ("claims_to_headers", self.claim_headers),
+            "forward_authorization": ("forward_authorization", _bool),
+            "max_token_bytes": ("max_token_bytes", _int(256)),
+            "cache_size": ("cache_size", _int(0)),
+        })
+        algorithms = kw.get("algorithms", JwtConfig.algorithms)
+        for alg in algorithms:
+            if alg.lower() == "none":
+                self.problems.add(_join(path, "algorithms"), "'none' is never allowed")
+            elif alg not in HS_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
+                self.problems.add(_join(path, "algorithms"), f"unknown algorithm '{alg}'")
+        hs = [a for a in algorithms if a in HS_ALGORITHMS]
+        asym = [a for a in algorithms if a in ASYMMETRIC_ALGORITHMS]
+        if hs and asym:
+            self.problems.add(_join(path, "algorithms"),
+                              "mixes HS* with public-key algorithms, which invites algorithm confusion")
+        secret = kw.get("secret")
+        if hs:
+            if secret is None:
+                self.problems.add(_join(path, "secret"), f"is required for {', '.join(hs)}")
+            elif len(secret.encode()) < MIN_HS_SECRET_BYTES:
+                self.problems.add(_join(path, "secret"), f"must be at least {MIN_HS_SECRET_BYTES} bytes for HS*")
+        elif secret is not None:
+            self.problems.add(_join(path, "secret"), "is only used with HS* algorithms")
+        if asym:
+            sources = [k for k in ("public_key_file", "jwks_url") if k in kw]
+            if len(sources) != 1 and not any(p.startswith(_join(path, "public_key_file")) for p in self.problems):
+                self.problems.add(path, f"{', '.join(asym)} need exactly one of public_key_file or jwks_url")
+        elif "public_key_file" in kw or "jwks_url" in kw:
+            self.problems.add(path, "public_key_file and jwks_url need a public-key algorithm (RS*/PS*/ES*/EdDSA)")
+        return JwtConfig(**kw)
+
+    def claim_headers(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _Invalid(f"expected a mapping of claim to header name, got {_kind(value)}")
+        out = {}
+        for claim, header in value.items():
+            out[_str()(claim)] = _header_name(header)
+        return out
+
+    def http_url(self, value: Any) -> str:
+        value = _str()(value)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _Invalid(f"'{value}' is not an http(s) URL")
+        return value
+
+    def upstreams(self, raw: Any, path: str) -> dict[str, UpstreamConfig]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problems.add(path, f"expected a mapping of name to upstream, got {_kind(raw)}")
+            return {}
+        out = {}
+        for name, body in raw.items():
+            upstream = self.upstream(str(name), body, _join(path, name))
+            if upstream is not None:
+                out[str(name)] = upstream
+        return out
+
+    def upstream(self, name: str, raw: Any, path: str) -> UpstreamConfig:
+        kw = self.fields(raw, path, {
+            "targets": ("targets", lambda v: self.targets(v, _join(path, "targets"))),
+            "balance": ("balance", _str(("round_robin", "least_conn", "random"))),
+            "connect_timeout": ("connect_timeout_seconds", _seconds()),
+            "request_timeout": ("request_timeout_seconds", _seconds()),
+            "retry": ("retry", self.section(self.retry, _join(path, "retry"))),
+            "health_check": ("health_check", self.section(self.health_check, _join(path, "health_check"))),
+            "circuit_breaker": ("circuit_breaker",
+                                self.section(self.circuit_breaker, _join(path, "circuit_breaker"))),
+            "tls": ("tls", self.section(self.upstream_tls, _join(path, "tls"))),
+            "max_idle_connections": ("max_idle_connections", _int(0)),
+        }, required=("targets",))
+        # An upstream with broken targets is still known by name, so routes naming it are not
+        # reported twice; the problems already recorded keep it from being served.
+        kw.setdefault("targets", ())
+        return UpstreamConfig(name=name, **kw)
+
+    def targets(self, raw: Any, path: str) -> tuple[TargetConfig, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise _Invalid("expected a non-empty list of targets")
+        out = []
+        for i, item in enumerate(raw):
+            where = _join(path, i)
+            if isinstance(item, str):
+                item = {"url": item}
+            kw = self.fields(item, where, {"url": ("url", _str()), "weight": ("weight", _int(1, 1000))},
+                             required=("url",))
+            if "url" not in kw:
+                continue
+            parts = urlsplit(kw["url"])
+            try:
+                port = parts.port
+            except ValueError:
+                port = -1
+            if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 \
+                    or parts.query or parts.fragment or parts.username:
+                self.problems.add(_join(where, "url") if isinstance(raw[i], dict) else where,
+                                  f"'{kw['url']}' is not a valid http(s) target URL")
+                continue
+            origin = Origin(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+            out.append(TargetConfig(url=kw["url"], origin=origin, base_path=parts.path.rstrip("/"),
+                                    weight=kw.get("weight", 1)))
+        return tuple(out)
+
+    def retry(self, raw: Any, path: str) -> RetryConfig:
+        kw = self.fields(raw, path, {
+            "attempts": ("attempts", _int(1, 10)),
+            "backoff_seconds": ("backoff_seconds", _seconds(allow_zero=True)),
+            "max_backoff_seconds": ("max_backoff_seconds", _seconds(allow_zero=True)),
+            "on_statuses": ("on_statuses", self.statuses),
+            "budget_ratio": ("budget_ratio", _seconds(allow_zero=True)),
+            "replay_buffer_bytes": ("replay_buffer_bytes", _int(0)),
+        })
+        return RetryConfig(**kw)
+
+    def statuses(self, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list of status codes, got {_kind(value)}")
+        return tuple(_int(100, 599)(v) for v in value)
+
+    def health_check(self, raw: Any, path: str) -> HealthCheckConfig:
+        return HealthCheckConfig(**self.fields(raw, path, {
+            "path": ("path", _path),
+            "interval_seconds": ("interval_seconds", _seconds()),
+            "timeout_seconds": ("timeout_seconds", _seconds()),
+            "healthy_threshold": ("healthy_threshold", _int(1)),
+            "unhealthy_threshold": ("unhealthy_threshold", _int(1)),
+        }))
+
+    def circuit_breaker(self, raw: Any, path: str) -> CircuitBreakerConfig:
+        return CircuitBreakerConfig(**self.fields(raw, path, {
+            "failure_threshold": ("failure_threshold", _int(1)),
+            "open_seconds": ("open_seconds", _seconds()),
+        }))
+
+    def upstream_tls(self, raw: Any, path: str) -> UpstreamTls:
+        kw = self.fields(raw, path, {
+            "ca_file": ("ca_file", self.file(path)),
+            "certfile": ("certfile", self.file(path)),
+            "keyfile": ("keyfile", self.file(path)),
+        })
+        if ("certfile" in kw) != ("keyfile" in kw):
+            self.problems.add(path, "certfile and keyfile go together")
+        return UpstreamTls(**kw)
+
+    def rate_limit_store(self, value: Any) -> str:
+        value = _str()(value)
+        if value == "memory":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise _Invalid(f"expected 'memory' or a redis:// URL, got '{value}'")
+        return value
+
+    def cors(self, raw: Any, path: str) -> CorsConfig | None:
+        if raw is None:
+            return None
+        kw = self.fields(raw, path, {
+            "allow_origins": ("allow_origins", _str_list()),
+            "allow_methods": ("allow_methods", _str_list(_method)),
+            "allow_headers": ("allow_headers", _str_list(_header_name)),
+            "expose_headers": ("expose_headers", _str_list(_header_name)),
+            "allow_credentials": ("allow_credentials", _bool),
+            "max_age_seconds": ("max_age_seconds", _int(0)),
+        })
+        if kw.get("allow_credentials") and "*" in kw.get("allow_origins", ()):
+            self.problems.add(_join(path, "allow_origins"), "'*' cannot be used with allow_credentials")
+        return CorsConfig(**kw)
+
+    def logging(self, raw: Any, path: str) -> LoggingConfig:
+        return LoggingConfig(**self.fields(raw, path, {
+            "level": ("level", _str(("debug", "info", "warning", "error"))),
+            "format": ("format", _str(("json", "text"))),
+            "access_log": ("access_log", _bool),
+        }))
+
+    def header_rules(self, raw: Any, path: str) -> HeaderRules:
+        kw = self.fields(raw, path, {
+            "set": ("set", lambda v: self.header_map(v)),
+            "remove": ("remove", _str_list(_header_name)),
+        })
+        return HeaderRules(**kw)
+
+    def header_map(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _Invalid(f"expected a mapping of header to value, got {_kind(value)}")
+        return {_header_name(k): _header_value(v) for k, v in value.items()}
+
+    def rate_limit(self, raw: Any, path: str) -> RateLimitConfig | None:
+        kw = self.fields(raw, path, {
+            "requests": ("requests", _int(1)),
+            "window_seconds": ("window_seconds", _seconds()),
+            "key": ("key", self.rate_limit_key),
+        }, required=("requests", "window_seconds"))
+        if "requests" not in kw or "window_seconds" not in kw:
+            return None
+        return RateLimitConfig(**kw)
+
+    def rate_limit_key(self, value: Any) -> str:
+        value = _str()(value)
+        if value in ("subject", "ip"):
+            return value
+        if value.startswith("header:") and _HEADER_NAME.match(value[7:]):
+            return value
+        raise _Invalid(f"expected subject, ip or header:NAME, got '{value}'")
+
+    def routes(self, raw: Any, path: str, upstreams: Mapping[str, UpstreamConfig], auth: AuthConfig
+               ) -> tuple[RouteConfig, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.problems.add(path, f"expected a list of routes, got {_kind(raw)}")
+            return ()
+        out: list[RouteConfig] = []
+        names: set[str] = set()
+        for i, item in enumerate(raw):
+            route = self.route(item, _join(path, i), upstreams, auth)
+            if route is None:
+                continue
+            if route.name in names:
+                self.problems.add(_join(_join(path, i), "name"), f"duplicate route name '{route.name}'")
+            names.add(route.name)
+            out.append(route)
+        return tuple(out)
+
+    def route(self, raw: Any, path: str, upstreams: Mapping[str, UpstreamConfig], auth: AuthConfig
+              ) -> RouteConfig | None:
+        kw = self.fields(raw, path, {
+            "name": ("name", _str()),
+            "path": ("path", _path),
+            "methods": ("methods", _str_list(_method)),
+            "host": ("host", lambda v: _str()(v).lower()),
+            "upstream": ("upstream", _str()),
+            "strip_prefix": ("strip_prefix", _bool),
+            "rewrite_prefix": ("rewrite_prefix", _path),
+            "auth": ("auth", _str(("required", "optional", "none"))),
+            "scopes": ("scopes", _str_list()),
+            "rate_limit": ("rate_limit", self.section(self.rate_limit, _join(path, "rate_limit"))),
+            "validate_json": ("validate_json", _bool),
+            "request_headers": ("request_headers", self.section(self.header_rules, _join(path, "request_headers"))),
+            "response_headers": ("response_headers",
+                                 self.section(self.header_rules, _join(path, "response_headers"))),
+            "timeout": ("timeout_seconds", _seconds()),
+            "cors": ("cors", self.section(self.cors, _join(path, "cors"))),
+            "aggregate": ("aggregate", lambda v: self.aggregate(v, _join(path, "aggregate"), upstreams)),
+        }, required=("name", "path"))
+        if "name" not in kw or "path" not in kw:
+            return None
+        has_upstream, has_aggregate = "upstream" in kw, "aggregate" in kw
+        if has_upstream == has_aggregate and not any(p.startswith(_join(path, "aggregate")) for p in self.problems):
+            self.problems.add(path, "needs exactly one of upstream or aggregate")
+        if has_upstream and kw["upstream"] not in upstreams:
+            self.problems.add(_join(path, "upstream"), f"unknown upstream '{kw['upstream']}'")
+        params = set(_PARAM.findall(kw["path"]))
+        if params and not has_aggregate:
+            self.problems.add(_join(path, "path"), "only aggregate routes may capture {params}")
+        for j, part in enumerate(kw.get("aggregate") or ()):
+            for name in sorted(set(_PARAM.findall(part.path)) - params):
+                self.problems.add(_join(_join(_join(path, "aggregate"), j), "path"),
+                                  f"'{{{name}}}' is not captured by the route's path")
+        if has_aggregate and kw.get("methods") and set(kw["methods"]) - {"GET", "HEAD"}:
+            self.problems.add(_join(path, "methods"), "aggregate routes answer GET only")
+        if kw.get("rewrite_prefix") and not kw.get("strip_prefix"):
+            kw["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
+        mode = kw.get("auth", "required" if auth.jwt is not None else "none")
+        if mode != "none" and auth.jwt is None:
+            self.problems.add(_join(path, "auth"), f"'{mode}' needs auth.jwt to be configured")
+        if kw.get("scopes") and mode == "none":
+            self.problems.add(_join(path, "scopes"), "scopes need auth: required or optional")
+        kw["auth"] = mode
+        return RouteConfig(**kw)
+
+    def aggregate(self, raw: Any, path: str, upstreams: Mapping[str, UpstreamConfig]
+                  ) -> tuple[AggregatePart, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise _Invalid("expected a non-empty list of parts")
+        out = []
+        seen: set[str] = set()
+        for i, item in enumerate(raw):
+            where = _join(path, i)
+            kw = self.fields(item, where, {
+                "name": ("name", _str()), "upstream": ("upstream", _str()), "path": ("path", _str()),
+            }, required=("name", "upstream", "path"))
+            if len(kw) != 3:
+                continue
+            if kw["upstream"] not in upstreams:
+                self.problems.add(_join(where, "upstream"), f"unknown upstream '{kw['upstream']}'")
+            if not kw["path"].startswith("/"):
+                self.problems.add(_join(where, "path"), f"must start with '/', got '{kw['path']}'")
+            if kw["name"] in seen:
+                self.problems.add(_join(where, "name"), f"duplicate part name '{kw['name']}'")
+            seen.add(kw["name"])
+            out.append(AggregatePart(**kw))
+        return tuple(out)

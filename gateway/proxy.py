@@ -1,0 +1,385 @@
+"""ProxyHandler: a thin conductor of the policy steps, then the streamed forward.
+
+The policy order is written once, in :meth:`ProxyHandler.admit`: request id →
+route → CORS preflight → auth → scopes → rate limit → body rules → forward.
+
+The response-started line: until the first byte of an answer goes to the
+client, a failure renders the JSON error of SPEC §4 and a retry may happen;
+after it, the failure is logged and the connection closed.
+
+Request bodies: none, buffered (a declared length up to the upstream's
+``replay_buffer_bytes``, or any ``validate_json`` body: replayable, so
+retryable) or streamed (larger or of unknown length: fed to the upstream as
+they arrive, never retried). Response bodies always stream, with backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable
+
+from tornado import httputil
+from tornado.escape import json_decode
+from tornado.web import HTTPError, RequestHandler, stream_request_body
+
+from .context import RequestContext
+from .errors import (
+    BadGateway,
+    BadRequest,
+    BodyTooLarge,
+    GatewayError,
+    HeadersTooLarge,
+    InternalError,
+    InvalidJson,
+    MethodNotAllowed,
+    MissingToken,
+    RateLimited,
+    UpstreamConnectError,
+    UpstreamTimeout,
+    UriTooLong,
+    render_error,
+)
+from .headers import request_id_from, traceparent_from
+from .ratelimit import limit_key
+from .runtime import RoutePlan, Runtime, RuntimeHolder
+from .upstream.client import BodyStream, ResponseInterrupted
+
+__all__ = ["ProxyHandler", "GatewayHandler", "MAX_REQUEST_LINE_BYTES", "MAX_HEADER_BYTES"]
+
+log = logging.getLogger("gateway")
+
+MAX_REQUEST_LINE_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+_JSON_TYPES = ("application/json", "+json")
+
+
+class GatewayHandler(RequestHandler):
+    """Base of every handler on the main listener: JSON errors, no Tornado defaults added."""
+
+    ctx: RequestContext
+
+    def initialize(self, holder: RuntimeHolder) -> None:
+        self.holder = holder
+        self.ctx = RequestContext("", self.request.remote_ip or "")
+
+    def clear(self) -> None:
+        # Tornado's defaults (Server, Content-Type: text/html) must not leak into relayed answers.
+        self._headers = httputil.HTTPHeaders()
+        self._write_buffer: list[bytes] = []
+        self._status_code = 200
+        self._reason = "OK"
+
+    def compute_etag(self) -> None:
+        return None
+
+    def fail(self, error: GatewayError) -> None:
+        """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
+        if self._finished:
+            return
+        if self._headers_written:
+            log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.message)
+            self.request.connection.close()  # type: ignore[union-attr]
+            return
+        self.clear()
+        self.set_status(error.status)
+        headers = self._headers
+        headers["Content-Type"] = "application/json"
+        headers["Cache-Control"] = "no-store"
+        if self.ctx.request_id:
+            headers["X-Request-Id"] = self.ctx.request_id
+        for name, value in self.ctx.response_headers.items():
+            headers[name] = value
+        for name, value in error.headers.items():
+            headers[name] = value
+        self.finish(render_error(error, self.ctx.request_id))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, GatewayError):
+            self.fail(exc)
+        elif isinstance(exc, HTTPError) or exc is None:
+            self.fail(_from_status(status_code, self))
+        else:
+            self.fail(InternalError())
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, GatewayError):
+            return
+        if isinstance(value, HTTPError):
+            log.info("request_id=%s refused by tornado: %s", self.ctx.request_id, value)
+            return
+        log.error("request_id=%s internal error", self.ctx.request_id, exc_info=(typ, value, tb))
+
+
+@stream_request_body
+class ProxyHandler(GatewayHandler):
+    """Every request on the main listener that is not a /-/ endpoint."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
+
+    runtime: Runtime
+    plan: RoutePlan | None = None
+    _body_chunks: list[bytes] | None = None
+    _body_stream: BodyStream | None = None
+    _forwarding: asyncio.Future[None] | None = None
+    _abort_upstream: Any = None
+    _body_limit = 0
+    _relaying = True
+
+    _counted = False
+
+    async def prepare(self) -> None:
+        self.holder.in_flight += 1
+        self._counted = True
+        self.runtime = self.holder.runtime
+        request = self.request
+        ctx = self.ctx
+        ctx.request_id = request_id_from(request.headers.get("X-Request-Id"))
+        try:
+            await self.admit()
+        except GatewayError as error:
+            self.fail(error)
+
+    async def admit(self) -> None:
+        """The policy steps, in order. Raises a GatewayError to refuse the request."""
+        request, ctx, runtime = self.request, self.ctx, self.runtime
+        if len(request.uri or "") + len(request.method or "") + 10 > MAX_REQUEST_LINE_BYTES:
+            raise UriTooLong()
+        if sum(len(k) + len(v) + 4 for k, v in request.headers.get_all()) > MAX_HEADER_BYTES:
+            raise HeadersTooLarge()
+        ctx.client_ip = runtime.trusted_proxies.forwarded_for(
+            request.remote_ip or "", request.headers.get("X-Forwarded-For"))[1]
+        method = request.method or "GET"
+        cors = None
+        preflight_method = request.headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
+        match = runtime.routes.match(preflight_method or method, request.host or "", request.path)
+        ctx.match = match
+        plan = self.plan = runtime.plans[match.route.name]
+        route = match.route
+        origin = request.headers.get("Origin")
+        if plan.cors is not None and origin:
+            cors = plan.cors
+            if preflight_method and cors.is_preflight(method, request.headers):
+                allowed = cors.preflight_headers(origin, preflight_method,
+                                                 request.headers.get("Access-Control-Request-Headers"))
+                self.set_status(204)
+                for name, value in (allowed or {}).items():
+                    self._headers[name] = value
+                self._headers["X-Request-Id"] = ctx.request_id
+                self.finish()
+                return
+            ctx.response_headers.update(cors.response_headers(origin))
+        authenticator = runtime.authenticator
+        if route.auth != "none" and authenticator is not None:
+            ctx.identity = await authenticator.authenticate(request.headers.get("Authorization"))
+            if ctx.identity is None:
+                if route.auth == "required":
+                    raise MissingToken()
+            elif route.scopes:
+                authenticator.check_scopes(ctx.identity, route.scopes)
+        if route.rate_limit is not None and runtime.rate_limits is not None:
+            key = limit_key(route.rate_limit, route.name, ctx.subject, ctx.client_ip, request.headers)
+            decision = await runtime.rate_limits.hit(key, route.rate_limit.requests, route.rate_limit.window_seconds)
+            ctx.response_headers.update(decision.headers())
+            if not decision.allowed:
+                raise RateLimited()
+        self.admit_body(plan)
+
+    def admit_body(self, plan: RoutePlan) -> None:
+        """Choose how the body travels: none, buffered (replayable) or streamed."""
+        request = self.request
+        limit = self._body_limit = self.runtime.server.max_body_bytes
+        declared = request.headers.get("Content-Length")
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise BadRequest("Content-Length is not a number") from None
+            if length > limit:
+                raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
+        elif not chunked:
+            return
+        else:
+            length = -1
+        if plan.route.aggregate is not None:
+            raise MethodNotAllowed(["GET", "HEAD"])
+        streamable = request.method in ("POST", "PUT", "PATCH") or length >= 0
+        if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
+            self._body_chunks = []
+            return
+        self._body_stream = BodyStream()
+        self._forwarding = asyncio.ensure_future(self.forward(self._body_stream))
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        ctx = self.ctx
+        ctx.bytes_in += len(chunk)
+        if ctx.bytes_in > self._body_limit:
+            if self._abort_upstream is not None:
+                self._abort_upstream()
+            raise BodyTooLarge(f"request body exceeds {self._body_limit} bytes")
+        if self._body_stream is not None:
+            return self._body_stream.put(chunk)
+        if self._body_chunks is not None:
+            self._body_chunks.append(chunk)
+        return None
+
+    async def get(self, *args: str) -> None:
+        try:
+            if self._forwarding is not None:
+                self._body_stream.close()  # type: ignore[union-attr]
+                await self._forwarding
+            else:
+                body = b"".join(self._body_chunks) if self._body_chunks else None
+                if body and self.plan is not None and self.plan.route.validate_json:
+                    _check_json(body, self.request.headers.get("Content-Type", ""))
+                await self.forward(body)
+        except GatewayError as error:
+            self.fail(error)
+            return
+        except ResponseInterrupted as exc:
+            log.info("request_id=%s %s", self.ctx.request_id, exc)
+            if not self._finished:
+                self.request.connection.close()  # type: ignore[union-attr]
+            return
+        if not self._finished:
+            self.finish()
+
+    head = post = put = patch = delete = options = get
+
+    async def forward(self, body: bytes | BodyStream | None) -> None:
+        """Send the request to the route's upstream, with retries, and relay the answer."""
+        plan, ctx, request = self.plan, self.ctx, self.request
+        if plan is None or plan.pool is None:
+            raise InternalError()
+        pool = plan.pool
+        retry = pool.retry
+        method = request.method or "GET"
+        match = ctx.match
+        headers = plan.request_headers.apply(request.headers)
+        xff, _ = self.runtime.trusted_proxies.forwarded_for(request.remote_ip or "", request.headers.get("X-Forwarded-For"))
+        headers["X-Forwarded-For"] = xff
+        headers["X-Forwarded-Proto"] = request.protocol
+        headers["X-Forwarded-Host"] = request.host or ""
+        if match is not None and match.stripped_prefix:
+            headers["X-Forwarded-Prefix"] = match.stripped_prefix
+        headers["X-Request-Id"] = ctx.request_id
+        ctx.traceparent = traceparent_from(request.headers.get("traceparent"))
+        headers["traceparent"] = ctx.traceparent
+        if ctx.identity is not None:
+            for name, value in ctx.identity.headers:
+                headers[name] = value
+        if isinstance(body, BodyStream) and "Content-Length" in request.headers:
+            headers["Content-Length"] = request.headers["Content-Length"]
+        path = match.upstream_path if match is not None else request.path
+        query = request.query
+        ctx.upstream = pool.name
+        replayable = not isinstance(body, BodyStream)
+        retry.record_request()
+        tried: list[Any] = []
+        attempt = 0
+        while True:
+            target = pool.pick(exclude=tried)
+            attempt += 1
+            ctx.target = target.url
+            headers["Host"] = target.origin.netloc
+            self._retry_check = (method, attempt, replayable, retry)
+            self._held_retry_after: str | None = None
+            pool.begin(target)
+            try:
+                exchange = await self.runtime.client.send(
+                    target.origin, method,
+                    target.config.base_path + path + ("?" + query if query else ""),
+                    headers, body, self,
+                    connect_timeout=plan.connect_timeout_seconds,
+                    request_timeout=plan.timeout_seconds,
+                    ssl_context=plan.ssl_context,
+                    on_connection=self._bind_abort,
+                )
+            except (UpstreamConnectError, UpstreamTimeout, BadGateway) as error:
+                pool.end(target, ok=False)
+                refused = isinstance(error, UpstreamConnectError) and error.refused \
+                    or isinstance(error, UpstreamTimeout) and not error.sent
+                failure = "timeout" if isinstance(error, UpstreamTimeout) else "connect"
+                if not isinstance(error, (UpstreamConnectError, UpstreamTimeout)):
+                    failure = "reset"
+                log.info("request_id=%s upstream %s failed: %s", ctx.request_id, target.url, error.message)
+                if not retry.should_retry(method=method, attempt=attempt, refused=refused, failure=failure,
+                                          status=None, replayable=replayable):
+                    raise
+                tried.append(target)
+                await asyncio.sleep(retry.backoff_seconds(attempt))
+                continue
+            except BaseException:
+                pool.end(target, ok=False)
+                raise
+            pool.end(target, ok=exchange.status < 500)
+            if self._relaying:
+                return
+            # The answer was held back for a retry (an on_statuses status).
+            self._relaying = True
+            tried.append(target)
+            await asyncio.sleep(retry.backoff_seconds(attempt, self._held_retry_after))
+
+    # --- ResponseSink: the upstream's answer, relayed ---
+
+    def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+        method, attempt, replayable, retry = self._retry_check
+        if status in retry.config.on_statuses and retry.should_retry(
+                method=method, attempt=attempt, refused=False, failure=None, status=status, replayable=replayable):
+            self._relaying = False
+            self._held_retry_after = headers.get("Retry-After")
+            return
+        self._status_code = status
+        self._reason = reason or httputil.responses.get(status, "Unknown")
+        out = self.plan.response_headers.apply(headers)  # type: ignore[union-attr]
+        out["X-Request-Id"] = self.ctx.request_id
+        for name, value in self.ctx.response_headers.items():
+            out[name] = value
+        self._headers = out
+
+    def on_body(self, chunk: bytes) -> Awaitable[None] | None:
+        if not self._relaying:
+            return None
+        self._write_buffer.append(chunk)
+        return self.flush()
+
+    def _bind_abort(self, abort: Any) -> None:
+        self._abort_upstream = abort
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.holder.in_flight -= 1
+
+    def on_connection_close(self) -> None:
+        self._uncount()
+        if self._abort_upstream is not None:
+            self._abort_upstream()
+        if self._body_stream is not None:
+            self._body_stream.abort()
+
+    def on_finish(self) -> None:
+        self._uncount()
+        self.ctx.status = self.get_status()
+
+
+def _check_json(body: bytes, content_type: str) -> None:
+    """A JSON body on a validate_json route must decode; other media types pass untouched."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media and not (media == "application/json" or media.endswith("+json")):
+        return
+    try:
+        json_decode(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+
+
+def _from_status(status: int, handler: RequestHandler) -> GatewayError:
+    """Tornado's own refusals (unknown method, malformed request) in our vocabulary."""
+    if status == 405:
+        return MethodNotAllowed(list(ProxyHandler.SUPPORTED_METHODS))
+    if 400 <= status < 500:
+        return BadRequest()
+    return InternalError()

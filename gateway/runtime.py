@@ -1,0 +1,142 @@
+"""Runtime: everything one configuration compiles to, built once and swapped whole on reload.
+
+A :class:`Runtime` holds the route table, one :class:`RoutePlan` per route
+(header plans, CORS policy, limits and timeouts resolved), the upstream pools,
+the authenticator and the rate-limit store. Request handlers read
+``holder.runtime`` once at admission and keep that object, so a reload never
+changes the rules under a request in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .auth import Authenticator
+from .config import GatewayConfig, RouteConfig, UpstreamConfig
+from .cors import CorsPolicy
+from .headers import FORWARDING_HEADERS, HOP_BY_HOP, HeaderPlan, TrustedProxies
+from .ratelimit import RateLimitStore, build_store
+from .routing import RouteTable
+from .upstream.client import UpstreamClient
+from .upstream.pool import Target, UpstreamPool
+
+__all__ = ["Runtime", "RuntimeHolder", "RoutePlan"]
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """One route with everything it needs resolved at load time."""
+
+    route: RouteConfig
+    pool: UpstreamPool | None
+    request_headers: HeaderPlan
+    response_headers: HeaderPlan
+    cors: CorsPolicy | None
+    timeout_seconds: float
+    connect_timeout_seconds: float
+    ssl_context: ssl.SSLContext | None
+    replay_buffer_bytes: int
+
+
+class Runtime:
+    """The compiled form of one :class:`GatewayConfig`."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        client: UpstreamClient | None = None,
+        previous: Runtime | None = None,
+        on_target_change: Callable[[Target], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.server = config.server
+        self.client = client or UpstreamClient()
+        self.routes = RouteTable(config.routes)
+        self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
+        self.authenticator = Authenticator(config.auth.jwt) if config.auth.jwt is not None else None
+        self.rate_limits: RateLimitStore | None = (
+            build_store(config.rate_limit_store, fail_open=config.rate_limit_fail_open)
+            if any(r.rate_limit for r in config.routes) else None
+        )
+        kept = previous.pools if previous is not None else {}
+        self.pools: dict[str, UpstreamPool] = {}
+        for name, upstream in config.upstreams.items():
+            old = kept.get(name)
+            self.pools[name] = old if old is not None and old.config == upstream else UpstreamPool(
+                upstream, on_state_change=on_target_change)
+        self._ssl = {name: _ssl_context(u) for name, u in config.upstreams.items() if _uses_tls(u)}
+        global_cors = CorsPolicy(config.cors) if config.cors is not None else None
+        identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
+        drop_upstream = (*HOP_BY_HOP, *FORWARDING_HEADERS, *identity_headers)
+        if self.authenticator is not None and not self.authenticator.forward_authorization:
+            drop_upstream = (*drop_upstream, "authorization")
+        self.plans: dict[str, RoutePlan] = {}
+        for route in config.routes:
+            upstream = config.upstreams.get(route.upstream) if route.upstream else None
+            self.plans[route.name] = RoutePlan(
+                route=route,
+                pool=self.pools.get(route.upstream) if route.upstream else None,
+                request_headers=HeaderPlan(route.request_headers, drop_upstream),
+                response_headers=HeaderPlan(route.response_headers, HOP_BY_HOP),
+                cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
+                timeout_seconds=route.timeout_seconds or (upstream.request_timeout_seconds if upstream else 30.0),
+                connect_timeout_seconds=upstream.connect_timeout_seconds if upstream else 2.0,
+                ssl_context=self._ssl.get(route.upstream) if route.upstream else None,
+                replay_buffer_bytes=upstream.retry.replay_buffer_bytes if upstream else 0,
+            )
+
+    async def start(self) -> None:
+        """Start background work: health checks and key refresh."""
+        for pool in self.pools.values():
+            await pool.start()
+        if self.authenticator is not None:
+            await self.authenticator.start()
+
+    async def stop(self, successor: Runtime | None = None) -> None:
+        """Stop background work, leaving alone the pools ``successor`` took over."""
+        reused = {id(p) for p in successor.pools.values()} if successor is not None else set()
+        for pool in self.pools.values():
+            if id(pool) not in reused:
+                await pool.stop()
+        if self.authenticator is not None:
+            await self.authenticator.stop()
+        if self.rate_limits is not None:
+            await self.rate_limits.close()
+
+    def ready(self) -> bool:
+        """Config loaded and every upstream has a healthy target."""
+        return all(pool.ready() for pool in self.pools.values())
+
+    def ssl_context_for(self, upstream: str) -> ssl.SSLContext | None:
+        return self._ssl.get(upstream)
+
+
+class RuntimeHolder:
+    """A process's current runtime (replaced whole by a reload) and its process-wide counters."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.in_flight = 0
+        self.draining = False
+
+    def log_request(self, handler: Any) -> None:
+        """Tornado's ``log_function``: called once per finished request."""
+
+
+def _uses_tls(upstream: UpstreamConfig) -> bool:
+    return upstream.tls is not None or any(t.origin.scheme == "https" for t in upstream.targets)
+
+
+def _ssl_context(upstream: UpstreamConfig) -> ssl.SSLContext:
+    """Certificates are verified; ``tls.ca_file`` adds trust, certfile/keyfile present a client cert."""
+    tls = upstream.tls
+    context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+    if tls is not None and tls.certfile and tls.keyfile:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    return context
