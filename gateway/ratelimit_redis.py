@@ -1,0 +1,138 @@
+"""The Redis rate-limit store: GCRA state shared by every gateway instance.
+
+One hit is one atomic Lua script and, in the steady state, one round trip
+(``EVALSHA``; redis-py loads the script again by itself after a Redis restart).
+The script reads the time from Redis (``TIME``), so the gateways' clocks do not
+matter, and stores each key's TAT with an expiry (``SET ... PX``) equal to the
+time until its budget is whole again, so Redis holds only live keys. The
+arithmetic is :mod:`gateway.ratelimit`'s, in integer microseconds (exact in
+Lua's doubles up to 2^53 µs, well past the year 2200).
+
+Failure is a named choice (``rate_limit_fail_open``). When Redis is unreachable,
+slow or answers an error, each hit gives up after ``timeout_seconds`` in all
+(connecting, waiting for a pooled connection, and the call itself), and then:
+
+- ``fail_open=True``: the hit is allowed and ``on_degraded()`` is called (a
+  counter per degraded request);
+- ``fail_open=False``: :class:`gateway.errors.ServiceUnavailable` is raised.
+
+A warning is logged once when an outage starts and an info line when Redis
+answers again; no request needs to do anything for service to resume. redis-py
+exceptions are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.errors import ServiceUnavailable
+from gateway.ratelimit import Decision, gcra_decision, gcra_parameters
+
+__all__ = ["KEY_PREFIX", "RedisStore"]
+
+KEY_PREFIX = "gateway:ratelimit:"
+
+log = logging.getLogger(__name__)
+
+
+class RedisStore:
+    """GCRA in Redis; see the module docstring for the failure modes.
+
+    ``timeout_seconds`` bounds a whole hit; ``max_connections`` bounds the pool
+    (a hit waits for a free connection within the same deadline).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        fail_open: bool,
+        timeout_seconds: float = 0.1,
+        on_degraded: Callable[[], None] | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        if not timeout_seconds > 0:
+            raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
+        self._fail_open = fail_open
+        self._timeout_seconds = timeout_seconds
+        self._on_degraded = on_degraded
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            # No retries inside redis-py: the deadline is the whole budget, and the
+            # next hit reconnects anyway.
+            retry=Retry(NoBackoff(), 0),
+            # RESP2: no HELLO handshake, and redis-py 8's RESP3 default turns on
+            # maintenance notifications, which skip the pool's check for connections
+            # that died with a restarted Redis (the first hit after it would fail).
+            protocol=2,
+        )
+        self._client = aioredis.Redis.from_pool(pool)
+        self._script = self._client.register_script(_GCRA_SCRIPT)
+        self._down = False
+
+    async def hit(self, key: str, limit: int, window_seconds: float) -> Decision:
+        interval, burst = gcra_parameters(limit, window_seconds)
+        try:
+            reply = await asyncio.wait_for(
+                self._script(keys=[KEY_PREFIX + key], args=[interval, burst]),
+                self._timeout_seconds,
+            )
+            allowed, reset_us, retry_us = (int(value) for value in reply)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            return self._degraded(limit, exc)
+        if self._down:
+            self._down = False
+            log.info("rate limit store: Redis answers again; limiting resumed")
+        return gcra_decision(limit, interval, burst, allowed == 1, reset_us, retry_us)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _degraded(self, limit: int, exc: BaseException) -> Decision:
+        if not self._down:
+            self._down = True
+            log.warning(
+                "rate limit store: Redis unavailable (%s: %s); %s until it answers again",
+                type(exc).__name__,
+                exc or "timed out",
+                "letting requests through" if self._fail_open else "refusing requests with 503",
+            )
+        if not self._fail_open:
+            raise ServiceUnavailable("rate limit store unavailable") from exc
+        if self._on_degraded is not None:
+            self._on_degraded()
+        # Nothing is known about the key: report the whole budget.
+        return Decision(allowed=True, limit=limit, remaining=limit, reset_seconds=0.0, retry_after_seconds=0.0)
+
+
+# KEYS[1]: the key. ARGV[1]: the emission interval T, ARGV[2]: the burst (limit * T),
+# both in whole microseconds. Returns {allowed (1|0), reset_us, retry_us}.
+_GCRA_SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  tat = math.max(tonumber(stored), now)
+end
+local new_tat = tat + interval
+if new_tat - now > burst then
+  return {0, tat - now, new_tat - burst - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, new_tat - now, 0}
+"""

@@ -1,0 +1,219 @@
+"""gateway.ratelimit_redis against a real redis-server: exactness, sharing, expiry, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.errors import ServiceUnavailable
+from gateway.ratelimit import Decision, build_store
+from gateway.ratelimit_redis import KEY_PREFIX, RedisStore
+
+pytest_plugins = ["tests.support.redis_server"]
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 0.1
+# A hit may take its timeout plus scheduling noise on a busy CI machine, never more.
+MAX_DEGRADED_SECONDS = TIMEOUT + 0.25
+LOGGER = "gateway.ratelimit_redis"
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+async def timed_hit(store: RedisStore, key: str, limit: int = 5, window: float = 60.0) -> tuple[Decision, float]:
+    started = time.monotonic()
+    decision = await store.hit(key, limit, window)
+    return decision, time.monotonic() - started
+
+
+async def test_exact_under_concurrency(io_loop, redis_url):
+    store = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
+    try:
+        decisions = await asyncio.gather(*(store.hit("burst", 50, 60.0) for _ in range(200)))
+    finally:
+        await store.close()
+    assert sum(decision.allowed for decision in decisions) == 50
+    assert sorted(decision.remaining for decision in decisions if decision.allowed) == list(range(50))
+    refused = [decision for decision in decisions if not decision.allowed]
+    assert {(decision.remaining, decision.limit) for decision in refused} == {(0, 50)}
+    assert all(0 < decision.retry_after_seconds <= 1.2 for decision in refused)
+
+
+async def test_two_instances_share_one_budget_exactly(io_loop, redis_url):
+    first = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
+    second = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
+    try:
+        hits = [store.hit("shared", 50, 60.0) for _ in range(100) for store in (first, second)]
+        decisions = await asyncio.gather(*hits)
+        assert sum(decision.allowed for decision in decisions) == 50
+        assert (await first.hit("shared", 50, 60.0)).allowed is False
+        assert (await second.hit("other", 50, 60.0)).remaining == 49
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_keys_expire_when_the_budget_is_whole_again(io_loop, redis_url):
+    store = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.hit("ttl", 4, 2.0)  # T = 0.5 s
+        assert 0 < await client.pttl(KEY_PREFIX + "ttl") <= 500
+        for _ in range(3):
+            await store.hit("ttl", 4, 2.0)
+        assert 1500 < await client.pttl(KEY_PREFIX + "ttl") <= 2000
+        assert (await store.hit("ttl", 4, 2.0)).allowed is False
+        assert 1500 < await client.pttl(KEY_PREFIX + "ttl") <= 2000  # a refusal does not extend it
+
+        await store.hit("short", 1, 0.1)
+        assert await client.exists(KEY_PREFIX + "short") == 1
+        await asyncio.sleep(0.2)
+        assert await client.exists(KEY_PREFIX + "short") == 0
+        assert await client.dbsize() == 1  # only "ttl" is left
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_build_store_gives_a_redis_store(io_loop, redis_url):
+    store = build_store(redis_url, fail_open=False)
+    try:
+        assert isinstance(store, RedisStore)
+        assert await store.hit("k", 2, 1.0) == Decision(True, 2, 1, 0.5, 0.0)
+    finally:
+        await store.close()
+
+
+async def test_fail_open_lets_requests_through_and_counts_them(io_loop, redis_server, caplog):
+    degraded = Counter()
+    store = RedisStore(redis_server.url, fail_open=True, timeout_seconds=TIMEOUT, on_degraded=degraded)
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    try:
+        assert (await store.hit("k", 5, 60.0)).remaining == 4
+        redis_server.kill()
+        for _ in range(5):
+            decision, elapsed = await timed_hit(store, "k")
+            assert decision == Decision(True, 5, 5, 0.0, 0.0)
+            assert elapsed < MAX_DEGRADED_SECONDS
+        assert degraded.count == 5
+        warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+        assert len(warnings) == 1  # once per outage, not per request
+        assert "letting requests through" in warnings[0].getMessage()
+
+        redis_server.start()  # same port, empty data set
+        decision, _ = await timed_hit(store, "k")
+        assert decision.allowed is True
+        assert decision.remaining == 4  # limiting again, from Redis' (new, empty) state
+        assert degraded.count == 5
+        assert [record.getMessage() for record in caplog.records if record.levelno == logging.INFO] == [
+            "rate limit store: Redis answers again; limiting resumed"
+        ]
+        for _ in range(4):
+            await store.hit("k", 5, 60.0)
+        assert (await store.hit("k", 5, 60.0)).allowed is False
+
+        redis_server.kill()  # a second outage is logged again
+        assert (await store.hit("k", 5, 60.0)).allowed is True
+        assert len([record for record in caplog.records if record.levelno == logging.WARNING]) == 2
+    finally:
+        await store.close()
+
+
+async def test_fail_closed_raises_service_unavailable(io_loop, redis_server, caplog):
+    degraded = Counter()
+    store = RedisStore(redis_server.url, fail_open=False, timeout_seconds=TIMEOUT, on_degraded=degraded)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    try:
+        assert (await store.hit("k", 5, 60.0)).allowed is True
+        redis_server.kill()
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable) as raised:
+                await store.hit("k", 5, 60.0)
+            assert time.monotonic() - started < MAX_DEGRADED_SECONDS
+            assert (raised.value.status, raised.value.code) == (503, "service_unavailable")
+        assert degraded.count == 0  # a refused request is counted by its 503, not as degraded
+        assert len(caplog.records) == 1
+        assert "refusing requests with 503" in caplog.records[0].getMessage()
+
+        redis_server.start()
+        assert (await store.hit("k", 5, 60.0)).remaining == 4
+    finally:
+        await store.close()
+
+
+async def test_a_restart_between_hits_costs_no_request(io_loop, redis_server, caplog):
+    degraded = Counter()
+    store = RedisStore(redis_server.url, fail_open=False, timeout_seconds=TIMEOUT, on_degraded=degraded)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    try:
+        await asyncio.gather(*(store.hit("k", 100, 60.0) for _ in range(20)))  # several pooled connections
+        redis_server.restart()
+        await asyncio.sleep(0.05)  # the loop sees the old connections close, as a serving gateway would
+        # Dead pooled connections are replaced before use; the script is loaded again.
+        assert (await store.hit("k", 100, 60.0)).remaining == 99
+        assert caplog.records == []
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
+async def test_a_hung_redis_costs_one_timeout_per_hit(io_loop, redis_server, fail_open):
+    degraded = Counter()
+    store = RedisStore(redis_server.url, fail_open=fail_open, timeout_seconds=TIMEOUT, on_degraded=degraded)
+    try:
+        assert (await store.hit("before", 5, 60.0)).allowed is True
+        redis_server.pause()  # connections are accepted by the kernel, nothing answers
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                if fail_open:
+                    assert (await store.hit("during", 5, 60.0)).allowed is True
+                else:
+                    with pytest.raises(ServiceUnavailable):
+                        await store.hit("during", 5, 60.0)
+                assert TIMEOUT * 0.9 <= time.monotonic() - started < MAX_DEGRADED_SECONDS
+        finally:
+            redis_server.resume()
+        assert degraded.count == (3 if fail_open else 0)
+        # Hits abandoned at the deadline leave no stale reply behind: answers match again.
+        results = [await store.hit("after", 3, 60.0) for _ in range(4)]
+        assert [(decision.allowed, decision.remaining) for decision in results] == [
+            (True, 2), (True, 1), (True, 0), (False, 0)
+        ]
+    finally:
+        await store.close()
+
+
+async def test_concurrent_hits_during_an_outage_all_return(io_loop, redis_server):
+    degraded = Counter()
+    store = RedisStore(redis_server.url, fail_open=True, timeout_seconds=TIMEOUT, on_degraded=degraded)
+    try:
+        await store.hit("k", 50, 60.0)
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            decisions = await asyncio.gather(*(store.hit("k", 50, 60.0) for _ in range(200)))
+            elapsed = time.monotonic() - started
+        finally:
+            redis_server.resume()
+        assert all(decision.allowed for decision in decisions)
+        assert degraded.count == 200
+        assert elapsed < MAX_DEGRADED_SECONDS
+    finally:
+        await store.close()
+
+
+def test_redis_url_fixture_points_at_a_running_server(redis_server, redis_url):
+    assert redis_url == f"redis://127.0.0.1:{redis_server.port}/0"
+    assert redis_server.pid is not None
