@@ -126,6 +126,7 @@ class ProxyHandler(GatewayHandler):
     _abort_upstream: Any = None
     _body_limit = 0
     _relaying = True
+    _client_gone = False
 
     _counted = False
 
@@ -279,8 +280,14 @@ class ProxyHandler(GatewayHandler):
         retry.record_request()
         tried: list[Any] = []
         attempt = 0
+        last_error: GatewayError | None = None
         while True:
-            target = pool.pick(exclude=tried)
+            try:
+                target = pool.pick(exclude=tried)
+            except GatewayError:
+                if last_error is not None:
+                    raise last_error from None  # the failure that led here says more than "no target left"
+                raise
             attempt += 1
             ctx.target = target.url
             headers["Host"] = target.origin.netloc
@@ -308,11 +315,15 @@ class ProxyHandler(GatewayHandler):
                 if not retry.should_retry(method=method, attempt=attempt, refused=refused, failure=failure,
                                           status=None, replayable=replayable):
                     raise
+                last_error = error
                 tried.append(target)
                 await asyncio.sleep(retry.backoff_seconds(attempt))
                 continue
+            except ResponseInterrupted:
+                pool.end(target, ok=not self._client_gone)  # a client hanging up is not the target's fault
+                raise
             except BaseException:
-                pool.end(target, ok=False)
+                pool.end(target, ok=True)  # our own failure or cancellation: release without blaming the target
                 raise
             pool.end(target, ok=exchange.status < 500)
             if self._relaying:
@@ -354,6 +365,7 @@ class ProxyHandler(GatewayHandler):
             self.holder.in_flight -= 1
 
     def on_connection_close(self) -> None:
+        self._client_gone = True
         self._uncount()
         if self._abort_upstream is not None:
             self._abort_upstream()
