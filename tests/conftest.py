@@ -1,0 +1,103 @@
+"""Shared test harness: real upstream Tornado apps and real gateways on loopback ephemeral ports.
+
+``start_upstream(app)`` serves a Tornado Application on 127.0.0.1:<free port>;
+``start_gateway(yaml)`` builds a :class:`~gateway.server.GatewayServer` from
+YAML (a ``server`` section on a free port is added when the YAML has none) and
+starts it on the test's IOLoop; ``http`` is a plain AsyncHTTPClient that never
+raises on 4xx/5xx. Everything is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Awaitable, Callable
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from tornado.web import Application
+
+from gateway.loader import parse_config
+from gateway.server import GatewayServer
+
+DEFAULT_SERVER = "server: {host: 127.0.0.1, port: 0, drain_seconds: 0.5}\nadmin: {host: 127.0.0.1, port: 0}\n"
+
+
+class Upstream:
+    """A real HTTP server on loopback in front of a Tornado Application."""
+
+    def __init__(self, app: Application, port: int | None = None) -> None:
+        self.app = app
+        if port is None:
+            sock, port = bind_unused_port()
+            sockets = [sock]
+        else:
+            from tornado.netutil import bind_sockets
+
+            sockets = bind_sockets(port, "127.0.0.1")
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = HTTPServer(app)
+        self.server.add_sockets(sockets)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    async def close(self) -> None:
+        self.server.stop()
+        await self.server.close_all_connections()
+
+
+@pytest.fixture
+def start_upstream(io_loop: Any) -> Any:
+    started: list[Upstream] = []
+
+    def start(app: Application, port: int | None = None) -> Upstream:
+        upstream = Upstream(app, port)
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        io_loop.run_sync(upstream.close)
+
+
+@pytest.fixture
+def start_gateway(io_loop: Any) -> Any:
+    servers: list[GatewayServer] = []
+
+    async def start(yaml_text: str, environ: dict[str, str] | None = None) -> GatewayServer:
+        text = textwrap.dedent(yaml_text)
+        if "server:" not in text:
+            text = DEFAULT_SERVER + text
+        config = parse_config(text, environ=environ or {})
+        server = GatewayServer(config)
+        await server.start()
+        server.url = f"http://127.0.0.1:{server.port}"  # type: ignore[attr-defined]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        io_loop.run_sync(server.shutdown)
+
+
+@pytest.fixture
+def http(io_loop: Any) -> Any:
+    client = AsyncHTTPClient(force_instance=True)
+
+    def fetch(url: str, **kwargs: Any) -> Awaitable[HTTPResponse]:
+        kwargs.setdefault("raise_error", False)
+        kwargs.setdefault("follow_redirects", False)
+        kwargs.setdefault("decompress_response", False)
+        kwargs.setdefault("request_timeout", 10)
+        if kwargs.get("body") is None and kwargs.get("method") in ("POST", "PUT", "PATCH"):
+            kwargs["allow_nonstandard_methods"] = True
+        return client.fetch(url, **kwargs)
+
+    yield fetch
+    client.close()
+
+
+Fetch = Callable[..., Awaitable[HTTPResponse]]
