@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import ConfigError, GatewayConfig
 from .loader import load_config
@@ -83,9 +83,9 @@ def _routes(args: argparse.Namespace) -> int:
     headers = ("name", "host", "path", "methods", "target", "auth")
     table = [[str(r[h]) if h != "methods" else ",".join(r[h]) for h in headers] for r in rows]  # type: ignore[arg-type]
     widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     return 0
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from tornado import httputil
 from tornado.escape import json_decode
@@ -25,7 +26,6 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from .context import RequestContext
 from .errors import (
-    BadGateway,
     BadRequest,
     BodyTooLarge,
     GatewayError,
@@ -35,8 +35,6 @@ from .errors import (
     MethodNotAllowed,
     MissingToken,
     RateLimited,
-    UpstreamConnectError,
-    UpstreamTimeout,
     UriTooLong,
     render_error,
 )
@@ -44,6 +42,8 @@ from .headers import request_id_from, traceparent_from
 from .ratelimit import limit_key
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .upstream.client import BodyStream, ResponseInterrupted
+from .upstream.forward import ForwardEvents, forward
+from .upstream.pool import Target, UpstreamPool
 
 __all__ = ["ProxyHandler", "GatewayHandler", "MAX_REQUEST_LINE_BYTES", "MAX_HEADER_BYTES"]
 
@@ -113,7 +113,7 @@ class GatewayHandler(RequestHandler):
 
 
 @stream_request_body
-class ProxyHandler(GatewayHandler):
+class ProxyHandler(GatewayHandler, ForwardEvents):
     """Every request on the main listener that is not a /-/ endpoint."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
@@ -125,8 +125,6 @@ class ProxyHandler(GatewayHandler):
     _forwarding: asyncio.Future[None] | None = None
     _abort_upstream: Any = None
     _body_limit = 0
-    _relaying = True
-    _client_gone = False
 
     _counted = False
 
@@ -250,98 +248,54 @@ class ProxyHandler(GatewayHandler):
     head = post = put = patch = delete = options = get
 
     async def forward(self, body: bytes | BodyStream | None) -> None:
-        """Send the request to the route's upstream, with retries, and relay the answer."""
+        """Send the request to the route's upstream (tries and retries in upstream.forward) and relay the answer."""
         plan, ctx, request = self.plan, self.ctx, self.request
-        if plan is None or plan.pool is None:
+        if plan is None or plan.pool is None or ctx.match is None:
             raise InternalError()
-        pool = plan.pool
-        retry = pool.retry
-        method = request.method or "GET"
-        match = ctx.match
+        headers = self.upstream_headers(plan)
+        if isinstance(body, BodyStream) and "Content-Length" in request.headers:
+            headers["Content-Length"] = request.headers["Content-Length"]
+        query = request.query
+        ctx.upstream = plan.pool.name
+        await forward(
+            plan.pool, self.runtime.client, method=request.method or "GET",
+            path=ctx.match.upstream_path + ("?" + query if query else ""),
+            headers=headers, body=body, sink=self, timeouts=plan.timeouts, ssl_context=plan.ssl_context,
+            on_connection=self._bind_abort, events=self,
+        )
+
+    def upstream_headers(self, plan: RoutePlan) -> httputil.HTTPHeaders:
+        """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added."""
+        ctx, request = self.ctx, self.request
         headers = plan.request_headers.apply(request.headers)
-        xff, _ = self.runtime.trusted_proxies.forwarded_for(request.remote_ip or "", request.headers.get("X-Forwarded-For"))
-        headers["X-Forwarded-For"] = xff
+        headers["X-Forwarded-For"] = self.runtime.trusted_proxies.forwarded_for(
+            request.remote_ip or "", request.headers.get("X-Forwarded-For"))[0]
         headers["X-Forwarded-Proto"] = request.protocol
         headers["X-Forwarded-Host"] = request.host or ""
-        if match is not None and match.stripped_prefix:
-            headers["X-Forwarded-Prefix"] = match.stripped_prefix
+        if ctx.match is not None and ctx.match.stripped_prefix:
+            headers["X-Forwarded-Prefix"] = ctx.match.stripped_prefix
         headers["X-Request-Id"] = ctx.request_id
         ctx.traceparent = traceparent_from(request.headers.get("traceparent"))
         headers["traceparent"] = ctx.traceparent
         if ctx.identity is not None:
             for name, value in ctx.identity.headers:
                 headers[name] = value
-        if isinstance(body, BodyStream) and "Content-Length" in request.headers:
-            headers["Content-Length"] = request.headers["Content-Length"]
-        path = match.upstream_path if match is not None else request.path
-        query = request.query
-        ctx.upstream = pool.name
-        replayable = not isinstance(body, BodyStream)
-        retry.record_request()
-        tried: list[Any] = []
-        attempt = 0
-        last_error: GatewayError | None = None
-        while True:
-            try:
-                target = pool.pick(exclude=tried)
-            except GatewayError:
-                if last_error is not None:
-                    raise last_error from None  # the failure that led here says more than "no target left"
-                raise
-            attempt += 1
-            ctx.target = target.url
-            headers["Host"] = target.origin.netloc
-            self._retry_check = (method, attempt, replayable, retry)
-            self._held_retry_after: str | None = None
-            pool.begin(target)
-            try:
-                exchange = await self.runtime.client.send(
-                    target.origin, method,
-                    target.config.base_path + path + ("?" + query if query else ""),
-                    headers, body, self,
-                    connect_timeout=plan.connect_timeout_seconds,
-                    request_timeout=plan.timeout_seconds,
-                    ssl_context=plan.ssl_context,
-                    on_connection=self._bind_abort,
-                )
-            except (UpstreamConnectError, UpstreamTimeout, BadGateway) as error:
-                pool.end(target, ok=False)
-                refused = isinstance(error, UpstreamConnectError) and error.refused \
-                    or isinstance(error, UpstreamTimeout) and not error.sent
-                failure = "timeout" if isinstance(error, UpstreamTimeout) else "connect"
-                if not isinstance(error, (UpstreamConnectError, UpstreamTimeout)):
-                    failure = "reset"
-                log.info("request_id=%s upstream %s failed: %s", ctx.request_id, target.url, error.message)
-                if not retry.should_retry(method=method, attempt=attempt, refused=refused, failure=failure,
-                                          status=None, replayable=replayable):
-                    raise
-                last_error = error
-                tried.append(target)
-                await asyncio.sleep(retry.backoff_seconds(attempt))
-                continue
-            except ResponseInterrupted:
-                pool.end(target, ok=not self._client_gone)  # a client hanging up is not the target's fault
-                raise
-            except BaseException:
-                pool.end(target, ok=True)  # our own failure or cancellation: release without blaming the target
-                raise
-            pool.end(target, ok=exchange.status < 500)
-            if self._relaying:
-                return
-            # The answer was held back for a retry (an on_statuses status).
-            self._relaying = True
-            tried.append(target)
-            await asyncio.sleep(retry.backoff_seconds(attempt, self._held_retry_after))
+        return headers
+
+    # --- ForwardEvents ---
+
+    def attempt(self, pool: UpstreamPool, target: Target) -> None:
+        self.ctx.target = target.url
+
+    def finished(self, pool: UpstreamPool, target: Target, seconds: float, ok: bool) -> None:
+        pass
+
+    def retrying(self, pool: UpstreamPool, target: Target, reason: str) -> None:
+        log.info("request_id=%s retrying after %s from %s", self.ctx.request_id, reason, target.url)
 
     # --- ResponseSink: the upstream's answer, relayed ---
 
     def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
-        method, attempt, replayable, retry = self._retry_check
-        if status in retry.config.on_statuses and retry.should_retry(
-                method=method, attempt=attempt, refused=False, failure=None, status=status, replayable=replayable):
-            self._relaying = False
-            self._held_retry_after = headers.get("Retry-After")
-            return
         self._status_code = status
         self._reason = reason or httputil.responses.get(status, "Unknown")
         out = self.plan.response_headers.apply(headers)  # type: ignore[union-attr]
@@ -351,8 +305,6 @@ class ProxyHandler(GatewayHandler):
         self._headers = out
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None:
-        if not self._relaying:
-            return None
         self._write_buffer.append(chunk)
         return self.flush()
 
@@ -365,7 +317,6 @@ class ProxyHandler(GatewayHandler):
             self.holder.in_flight -= 1
 
     def on_connection_close(self) -> None:
-        self._client_gone = True
         self._uncount()
         if self._abort_upstream is not None:
             self._abort_upstream()

@@ -16,8 +16,8 @@ upstream is built from the client's own (still encoded) segments.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import unquote
 
 from .config import RouteConfig

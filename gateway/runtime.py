@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
@@ -21,6 +22,7 @@ from .headers import FORWARDING_HEADERS, HOP_BY_HOP, HeaderPlan, TrustedProxies
 from .ratelimit import RateLimitStore, build_store
 from .routing import RouteTable
 from .upstream.client import UpstreamClient
+from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
 
 __all__ = ["Runtime", "RuntimeHolder", "RoutePlan"]
@@ -37,8 +39,7 @@ class RoutePlan:
     request_headers: HeaderPlan
     response_headers: HeaderPlan
     cors: CorsPolicy | None
-    timeout_seconds: float
-    connect_timeout_seconds: float
+    timeouts: Timeouts
     ssl_context: ssl.SSLContext | None
     replay_buffer_bytes: int
 
@@ -85,8 +86,10 @@ class Runtime:
                 request_headers=HeaderPlan(route.request_headers, drop_upstream),
                 response_headers=HeaderPlan(route.response_headers, HOP_BY_HOP),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
-                timeout_seconds=route.timeout_seconds or (upstream.request_timeout_seconds if upstream else 30.0),
-                connect_timeout_seconds=upstream.connect_timeout_seconds if upstream else 2.0,
+                timeouts=Timeouts(
+                    connect_seconds=upstream.connect_timeout_seconds if upstream else 2.0,
+                    request_seconds=route.timeout_seconds or (upstream.request_timeout_seconds if upstream else 30.0),
+                ),
                 ssl_context=self._ssl.get(route.upstream) if route.upstream else None,
                 replay_buffer_bytes=upstream.retry.replay_buffer_bytes if upstream else 0,
             )

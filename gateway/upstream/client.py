@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
@@ -64,7 +65,14 @@ class ResponseSink(Protocol):
 
 
 class ResponseInterrupted(Exception):
-    """The exchange failed after the sink received the response headers: nothing can be retried."""
+    """The exchange broke off after the sink received the response headers: nothing can be retried.
+
+    ``upstream_fault`` is False when the client side went away (not the target's fault).
+    """
+
+    def __init__(self, message: str, upstream_fault: bool = True) -> None:
+        super().__init__(message)
+        self.upstream_fault = upstream_fault
 
 
 class BodyStream:
@@ -318,7 +326,7 @@ class _ResponseReader(httputil.HTTPMessageDelegate):
     def abort(self) -> None:
         """The client went away: stop relaying and drop the upstream connection."""
         if not self.complete:
-            self.sink_error = ResponseInterrupted("the client closed the connection")
+            self.sink_error = ResponseInterrupted("the client closed the connection", upstream_fault=False)
             self.stream.close()
 
     def _check(self) -> None:
@@ -368,7 +376,7 @@ class _ResponseReader(httputil.HTTPMessageDelegate):
         try:
             await pending
         except Exception as exc:
-            self.sink_error = ResponseInterrupted(f"the client went away: {_describe(exc)}")
+            self.sink_error = ResponseInterrupted(f"the client went away: {_describe(exc)}", upstream_fault=False)
             self.stream.close()
         finally:
             self.waiting_on_client = False
