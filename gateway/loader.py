@@ -623,6 +623,8 @@ class _Builder:
                                   f"'{{{name}}}' is not captured by the route's path")
         if has_aggregate and kw.get("methods") and set(kw["methods"]) - {"GET", "HEAD"}:
             self.problems.add(_join(path, "methods"), "aggregate routes answer GET only")
+        if has_aggregate:
+            kw["methods"] = ("GET",)  # HEAD follows GET; anything else is a 405
         if kw.get("rewrite_prefix") and not kw.get("strip_prefix"):
             kw["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
         mode = kw.get("auth", "required" if auth.jwt is not None else "none")

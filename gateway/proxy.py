@@ -202,8 +202,6 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             return
         else:
             length = -1
-        if plan.route.aggregate is not None:
-            raise MethodNotAllowed(["GET", "HEAD"])
         streamable = request.method in ("POST", "PUT", "PATCH") or length >= 0
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
@@ -229,6 +227,8 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             if self._forwarding is not None:
                 self._body_stream.close()  # type: ignore[union-attr]
                 await self._forwarding
+            elif self.plan is not None and self.plan.aggregate is not None:
+                await self.aggregate(self.plan)
             else:
                 body = b"".join(self._body_chunks) if self._body_chunks else None
                 if body and self.plan is not None and self.plan.route.validate_json:
@@ -263,6 +263,22 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             headers=headers, body=body, sink=self, timeouts=plan.timeouts, ssl_context=plan.ssl_context,
             on_connection=self._bind_abort, events=self,
         )
+
+    async def aggregate(self, plan: RoutePlan) -> None:
+        """Fan out to the aggregate's parts and answer with their merged JSON."""
+        ctx = self.ctx
+        headers = self.upstream_headers(plan)
+        headers.pop("Content-Length", None)
+        result = await plan.aggregate.run(  # type: ignore[union-attr]
+            self.runtime.client, ctx.match.params if ctx.match else {}, headers, self)
+        self.set_status(200)
+        out = self._headers
+        out["Content-Type"] = "application/json"
+        out["X-Request-Id"] = ctx.request_id
+        out["X-Gateway-Completed"] = "true" if result.completed else "false"
+        for name, value in ctx.response_headers.items():
+            out[name] = value
+        self.finish(result.body)
 
     def upstream_headers(self, plan: RoutePlan) -> httputil.HTTPHeaders:
         """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added."""
@@ -301,6 +317,8 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         out = self.plan.response_headers.apply(headers)  # type: ignore[union-attr]
         out["X-Request-Id"] = self.ctx.request_id
         for name, value in self.ctx.response_headers.items():
+            if name == "Vary" and "Vary" in out:
+                value = _merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
             out[name] = value
         self._headers = out
 
@@ -326,6 +344,16 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
     def on_finish(self) -> None:
         self._uncount()
         self.ctx.status = self.get_status()
+
+
+def _merge_vary(existing: list[str], added: str) -> str:
+    """One ``Vary`` value: the upstream's fields, then those of ``added`` it lacks
+    (field names compare case-insensitively; ``*`` already varies on everything)."""
+    fields = [f.strip() for line in existing for f in line.split(",") if f.strip()]
+    if "*" not in fields:
+        seen = {f.lower() for f in fields}
+        fields += [f.strip() for f in added.split(",") if f.strip() and f.strip().lower() not in seen]
+    return ", ".join(fields)
 
 
 def _check_json(body: bytes, content_type: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .aggregate import AggregatePlan
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .cors import CorsPolicy
@@ -42,6 +43,7 @@ class RoutePlan:
     timeouts: Timeouts
     ssl_context: ssl.SSLContext | None
     replay_buffer_bytes: int
+    aggregate: AggregatePlan | None = None
 
 
 class Runtime:
@@ -61,10 +63,11 @@ class Runtime:
         self.routes = RouteTable(config.routes)
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
         self.authenticator = Authenticator(config.auth.jwt) if config.auth.jwt is not None else None
-        self.rate_limits: RateLimitStore | None = (
-            build_store(config.rate_limit_store, fail_open=config.rate_limit_fail_open)
-            if any(r.rate_limit for r in config.routes) else None
-        )
+        # The store is built by start(), in the running loop: redis-py's asyncio client
+        # belongs to the loop that runs it, and a runtime built only to check a config
+        # (`gateway check`, or serve before its loop starts) must not hold a Redis pool.
+        self._limited = any(r.rate_limit for r in config.routes)
+        self.rate_limits: RateLimitStore | None = None
         kept = previous.pools if previous is not None else {}
         self.pools: dict[str, UpstreamPool] = {}
         for name, upstream in config.upstreams.items():
@@ -92,10 +95,13 @@ class Runtime:
                 ),
                 ssl_context=self._ssl.get(route.upstream) if route.upstream else None,
                 replay_buffer_bytes=upstream.retry.replay_buffer_bytes if upstream else 0,
+                aggregate=AggregatePlan(route, self.pools, config.upstreams, self._ssl) if route.aggregate else None,
             )
 
     async def start(self) -> None:
-        """Start background work: health checks and key refresh."""
+        """Build the rate-limit store; start background work: health checks and key refresh."""
+        if self._limited and self.rate_limits is None:
+            self.rate_limits = build_store(self.config.rate_limit_store, fail_open=self.config.rate_limit_fail_open)
         for pool in self.pools.values():
             await pool.start()
         if self.authenticator is not None:

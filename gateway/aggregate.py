@@ -1,0 +1,165 @@
+"""Aggregate routes: one GET fanned out to several upstreams in parallel, JSON answers merged.
+
+Each part goes through its upstream's pool with the same balancing, timeouts,
+retries and breaker as a proxied request (:func:`gateway.upstream.forward.forward`).
+The answer is ``{"<part name>": <decoded JSON>, ...}``. A part that failed,
+answered a non-2xx status, timed out, or was not JSON is ``null`` and the
+answer carries ``X-Gateway-Completed: false``; when every part failed the
+route answers 502. The route's ``timeout`` bounds the whole fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from tornado import httputil
+from tornado.escape import json_decode, json_encode
+
+from .config import AggregatePart, RouteConfig, UpstreamConfig
+from .errors import BadGateway, GatewayError
+from .upstream.client import ResponseInterrupted, UpstreamClient
+from .upstream.forward import ForwardEvents, Timeouts, forward
+from .upstream.pool import UpstreamPool
+
+__all__ = ["AggregatePlan", "AggregateResult", "MAX_PART_BYTES"]
+
+log = logging.getLogger("gateway.aggregate")
+
+MAX_PART_BYTES = 8 * 1024 * 1024  # a part's answer is held in memory to be decoded
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    body: bytes
+    completed: bool  # every part answered 2xx JSON
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str
+    template: str
+    pool: UpstreamPool
+    timeouts: Timeouts
+    ssl_context: ssl.SSLContext | None
+
+
+class AggregatePlan:
+    """One aggregate route's parts, resolved against the runtime's pools at load time."""
+
+    def __init__(
+        self,
+        route: RouteConfig,
+        pools: Mapping[str, UpstreamPool],
+        upstreams: Mapping[str, UpstreamConfig],
+        ssl_contexts: Mapping[str, ssl.SSLContext],
+    ) -> None:
+        self.route = route
+        self.timeout_seconds = route.timeout_seconds or max(
+            upstreams[p.upstream].request_timeout_seconds for p in route.aggregate or ())
+        self.parts = tuple(_part(p, pools, upstreams, ssl_contexts) for p in route.aggregate or ())
+
+    async def run(
+        self,
+        client: UpstreamClient,
+        params: Mapping[str, str],
+        headers: httputil.HTTPHeaders,
+        events: ForwardEvents,
+    ) -> AggregateResult:
+        """Fetch every part in parallel and merge. Raises BadGateway when every part failed."""
+        tasks = [
+            asyncio.ensure_future(self._fetch(part, client, substitute(part.template, params), headers, events))
+            for part in self.parts
+        ]
+        done, pending = await asyncio.wait(tasks, timeout=self.timeout_seconds)
+        for task in pending:
+            task.cancel()
+        results = [task.result() if task in done else _timed_out(part)
+                   for part, task in zip(self.parts, tasks, strict=True)]
+        if pending:
+            await asyncio.wait(pending)  # let the cancelled parts release their connections
+        failed = sum(1 for value in results if value is _FAILED)
+        if failed == len(self.parts):
+            raise BadGateway("every part of the aggregate failed")
+        merged = {part.name: (None if value is _FAILED else value)
+                  for part, value in zip(self.parts, results, strict=True)}
+        return AggregateResult(json_encode(merged).encode(), completed=failed == 0)
+
+    async def _fetch(self, part: _Part, client: UpstreamClient, path: str, headers: httputil.HTTPHeaders,
+                     events: ForwardEvents) -> Any:
+        sink = _Collector()
+        try:
+            exchange = await forward(
+                part.pool, client, method="GET", path=path, headers=httputil.HTTPHeaders(headers), body=None,
+                sink=sink, timeouts=part.timeouts, ssl_context=part.ssl_context, events=events,
+            )
+        except (GatewayError, ResponseInterrupted) as exc:
+            log.info("aggregate part %s failed: %s", part.name, exc)
+            return _FAILED
+        if not 200 <= exchange.status < 300 or sink.overflow:
+            log.info("aggregate part %s answered %d", part.name, exchange.status)
+            return _FAILED
+        try:
+            return json_decode(b"".join(sink.chunks))
+        except (ValueError, UnicodeDecodeError):
+            log.info("aggregate part %s did not answer JSON", part.name)
+            return _FAILED
+
+
+def substitute(template: str, params: Mapping[str, str]) -> str:
+    """Put URL-escaped route parameters into a part's path (query included)."""
+    return _PARAM.sub(lambda m: quote(params[m.group(1)], safe=""), template)
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "FAILED"
+
+
+_FAILED = _Failed()
+
+
+def _timed_out(part: _Part) -> _Failed:
+    log.info("aggregate part %s did not finish within the route's timeout", part.name)
+    return _FAILED
+
+
+class _Collector:
+    """A ResponseSink that keeps the body, up to MAX_PART_BYTES."""
+
+    __slots__ = ("chunks", "size", "overflow")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.overflow = False
+
+    def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+        pass
+
+    def on_body(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_PART_BYTES:
+            self.overflow = True
+            self.chunks.clear()
+        elif not self.overflow:
+            self.chunks.append(chunk)
+
+
+def _part(part: AggregatePart, pools: Mapping[str, UpstreamPool], upstreams: Mapping[str, UpstreamConfig],
+          ssl_contexts: Mapping[str, ssl.SSLContext]) -> _Part:
+    upstream = upstreams[part.upstream]
+    return _Part(
+        name=part.name,
+        template=part.path,
+        pool=pools[part.upstream],
+        timeouts=Timeouts(upstream.connect_timeout_seconds, upstream.request_timeout_seconds),
+        ssl_context=ssl_contexts.get(part.upstream),
+    )
