@@ -8,8 +8,8 @@ its own section, never the whole :class:`GatewayConfig`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 
 class ConfigError(Exception):

@@ -31,7 +31,7 @@ error into bytes for the client.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 
 class GatewayError(Exception):
@@ -60,7 +60,7 @@ def _bearer_challenge(error: str | None = None, description: str | None = None) 
     if error:
         challenge += f', error="{error}"'
     if description:
-        challenge += ', error_description="%s"' % description.replace('"', "'")
+        challenge += ', error_description="{}"'.format(description.replace('"', "'"))
     return challenge
 
 

@@ -47,11 +47,12 @@ from .config import (
 __all__ = ["load_config", "parse_config", "ConfigError"]
 
 HS_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+# RFC 7518 §3.2: an HMAC key at least as long as the hash output.
+HS_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-MIN_HS_SECRET_BYTES = 32
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -380,8 +381,11 @@ class _Builder:
         if hs:
             if secret is None:
                 self.problems.add(_join(path, "secret"), f"is required for {', '.join(hs)}")
-            elif len(secret.encode()) < MIN_HS_SECRET_BYTES:
-                self.problems.add(_join(path, "secret"), f"must be at least {MIN_HS_SECRET_BYTES} bytes for HS*")
+            else:
+                needed = max(HS_MIN_SECRET_BYTES[a] for a in hs)
+                if len(secret.encode()) < needed:
+                    self.problems.add(_join(path, "secret"),
+                                      f"must be at least {needed} bytes for {', '.join(sorted(hs))}")
         elif secret is not None:
             self.problems.add(_join(path, "secret"), "is only used with HS* algorithms")
         if asym:
