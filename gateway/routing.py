@@ -59,7 +59,7 @@ def normalize_path(raw_path: str) -> tuple[list[str], list[str], bool]:
     if not raw_path.startswith("/"):
         raise BadRequest("the request path must start with '/'")
     trailing = raw_path.endswith("/") and len(raw_path) > 1
-    if "%" not in raw_path and "/." not in raw_path and "//" not in raw_path:
+    if "%" not in raw_path and "/." not in raw_path and "//" not in raw_path and "\x00" not in raw_path:
         raw = raw_path.split("/")[1:]
         if trailing:
             raw.pop()
@@ -164,21 +164,20 @@ def _segments(path: str) -> list[str]:
 
 def _deepest(node: _Node, segments: list[str], depth: int, params: dict[str, str]
              ) -> tuple[int, list[RouteConfig], dict[str, str]] | None:
-    """The deepest node with routes along ``segments``; literal children before parameters."""
+    """The deepest node with routes along ``segments``; at equal depth, literal children before parameters."""
     best = (depth, node.routes, params) if node.routes else None
     if depth == len(segments):
         return best
     segment = segments[depth]
     child = node.children.get(segment)
-    if child is not None:
-        found = _deepest(child, segments, depth + 1, params)
-        if found is not None:
-            return found
+    found = _deepest(child, segments, depth + 1, params) if child is not None else None
     if node.param is not None:
-        found = _deepest(node.param, segments, depth + 1, {**params, node.param.param_name: segment})
-        if found is not None:
-            return found
-    return best
+        # The longest prefix wins even across a {param}: /users/me/overview is /users/{id}/overview's,
+        # not the shorter literal /users/me's.
+        via_param = _deepest(node.param, segments, depth + 1, {**params, node.param.param_name: segment})
+        if via_param is not None and (found is None or via_param[0] > found[0]):
+            found = via_param
+    return found if found is not None else best
 
 
 def _by_method(routes: list[RouteConfig], method: str) -> RouteConfig:

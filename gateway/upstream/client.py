@@ -85,11 +85,16 @@ class BodyStream:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
         self._aborted = False
+        self._producer_waiting = False
         self.bytes_sent = 0
 
     async def put(self, chunk: bytes) -> None:
         if not self._aborted:
-            await self._queue.put(chunk)
+            self._producer_waiting = self._queue.full()
+            try:
+                await self._queue.put(chunk)
+            finally:
+                self._producer_waiting = False
 
     def close(self) -> None:
         """The body is complete."""
@@ -97,13 +102,25 @@ class BodyStream:
             self._queue.put_nowait(None) if not self._queue.full() else asyncio.ensure_future(self._queue.put(None))
 
     def abort(self) -> None:
-        """The upstream side gave up: release a waiting producer and drop what is queued."""
+        """Either side gave up: release a waiting producer, drop what is queued, wake a waiting consumer."""
+        # A full queue does not mean that no consumer waits: get() may have been woken by the
+        # queued chunk and not run yet; draining steals that chunk, so it must be woken again.
+        producer_waiting = self._producer_waiting
         self._aborted = True
         while not self._queue.empty():
             self._queue.get_nowait()
+        if not producer_waiting:
+            self._queue.put_nowait(None)  # wakes get(), which then raises
+        # else the drain released the producer, whose chunk wakes get() in turn
 
     async def get(self) -> bytes | None:
-        return await self._queue.get()
+        """The next chunk, or None at the end of the body. Raises StreamClosedError once aborted,
+        so a body cut short is never finished as if complete."""
+        if not self._aborted:
+            chunk = await self._queue.get()
+            if not self._aborted:
+                return chunk
+        raise StreamClosedError()
 
 
 class Exchange:
@@ -259,6 +276,7 @@ class UpstreamClient:
                 if body:
                     headers["Content-Length"] = str(len(body))
                 conn.write_headers(httputil.RequestStartLine(method, target, "HTTP/1.1"), headers, body or None)
+                written = True  # the upstream may have read it: a POST must not go again on a fresh connection
             conn.finish()
             reader.touch()
             open_after = await conn.read_response(reader)

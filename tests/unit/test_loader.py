@@ -1,0 +1,215 @@
+"""The loader (SPEC §3): every problem reported at once, each with its location; ${VAR} typing."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig, Origin, TargetConfig
+from gateway.loader import load_config, parse_config
+
+SECRET = "s" * 32
+UPSTREAM = "upstreams:\n  orders: {targets: ['http://127.0.0.1:9001']}\n"
+
+
+def problems(text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), environ=environ or {})
+    return info.value.problems
+
+
+BAD_CONFIGS = [
+    ("unknown top-level key", "servre: {}\n", ["servre: unknown key"]),
+    ("unknown nested key", "server: {hots: 0.0.0.0}\n", ["server.hots: unknown key"]),
+    ("unknown route key", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, stip_prefix: true}]\n",
+     ["routes[0].stip_prefix: unknown key"]),
+    ("port of the wrong type", "server: {port: eighty}\n", ["server.port: expected an integer, got a string"]),
+    ("port out of range", "server: {port: 70000}\n", ["server.port: must be at most 65535"]),
+    ("boolean as string", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, strip_prefix: 'yes'}]\n",
+     ["routes[0].strip_prefix: expected true or false, got a string"]),
+    ("section of the wrong type", "server: [1, 2]\n", ["server: expected a mapping, got a list"]),
+    ("top level not a mapping", "- a\n", ["(top level): expected a mapping at the top level, got a list"]),
+    ("unknown upstream in the third route", """\
+        upstreams:
+          orders: {targets: ["http://127.0.0.1:9001"]}
+        routes:
+          - {name: a, path: /a, upstream: orders}
+          - {name: b, path: /b, upstream: orders}
+          - {name: c, path: /c, upstream: ordrs}
+        """, ["routes[2].upstream: unknown upstream 'ordrs'"]),
+    ("bad target URLs", "upstreams:\n  u: {targets: ['ftp://x', {url: 'http://'}, 'http://h:99999', 'h:80']}\n", [
+        "upstreams.u.targets[0]: 'ftp://x' is not a valid http(s) target URL",
+        "upstreams.u.targets[1].url: 'http://' is not a valid http(s) target URL",
+        "upstreams.u.targets[2]: 'http://h:99999' is not a valid http(s) target URL",
+        "upstreams.u.targets[3]: 'h:80' is not a valid http(s) target URL",
+    ]),
+    ("empty targets", "upstreams:\n  u: {targets: []}\n",
+     ["upstreams.u.targets: expected a non-empty list of targets"]),
+    ("bad jwks URL", "auth: {jwt: {algorithms: [RS256], jwks_url: 'file:///etc/passwd'}}\n",
+     ["auth.jwt.jwks_url: 'file:///etc/passwd' is not an http(s) URL",
+      "auth.jwt: RS256 need exactly one of public_key_file or jwks_url"]),
+    ("none algorithm", "auth: {jwt: {algorithms: [none]}}\n", ["auth.jwt.algorithms: 'none' is never allowed"]),
+    ("None algorithm, any case", f"auth: {{jwt: {{algorithms: [HS256, None], secret: {SECRET}}}}}\n",
+     ["auth.jwt.algorithms: 'none' is never allowed"]),
+    ("short HS secret", "auth: {jwt: {algorithms: [HS256], secret: short}}\n",
+     ["auth.jwt.secret: must be at least 32 bytes for HS256"]),
+    ("31-byte HS256 secret", f"auth: {{jwt: {{algorithms: [HS256], secret: {SECRET[:31]}}}}}\n",
+     ["auth.jwt.secret: must be at least 32 bytes for HS256"]),
+    ("HS512 needs its hash length", f"auth: {{jwt: {{algorithms: [HS256, HS512], secret: {SECRET}}}}}\n",
+     ["auth.jwt.secret: must be at least 64 bytes for HS256, HS512"]),
+    ("missing HS secret", "auth: {jwt: {algorithms: [HS256]}}\n", ["auth.jwt.secret: is required for HS256"]),
+    ("route path not absolute", UPSTREAM + "routes: [{name: a, path: api, upstream: orders}]\n",
+     ["routes[0].path: must start with '/', got 'api'"]),
+    ("route path with dot segment", UPSTREAM + "routes: [{name: a, path: /a/../b, upstream: orders}]\n",
+     ["routes[0].path: '/a/../b' is not a clean path"]),
+    ("unknown method", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, methods: [FETCH]}]\n",
+     ["routes[0].methods: item 0: unknown HTTP method 'FETCH'"]),
+    ("route without name or path", UPSTREAM + "routes: [{upstream: orders}]\n",
+     ["routes[0].name: is required", "routes[0].path: is required"]),
+    ("route with neither upstream nor aggregate", "routes: [{name: a, path: /a}]\n",
+     ["routes[0]: needs exactly one of upstream or aggregate"]),
+    ("duplicate route name", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders},"
+     " {name: a, path: /b, upstream: orders}]\n", ["routes[1].name: duplicate route name 'a'"]),
+    ("negative timeout", "upstreams:\n  u: {targets: ['http://a'], connect_timeout: -1, request_timeout: fast}\n",
+     ["upstreams.u.connect_timeout: must be greater than 0",
+      "upstreams.u.request_timeout: expected a number of seconds, got a string"]),
+    ("auth required without jwt", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, auth: required}]\n",
+     ["routes[0].auth: 'required' needs auth.jwt to be configured"]),
+    ("bad CIDR", "server: {trusted_proxies: [10.0.0.0/8, not-a-net]}\n",
+     ["server.trusted_proxies: item 1: 'not-a-net' is not an IP address or CIDR"]),
+    ("unset variable", "server:\n  port: ${GW_TEST_PORT}\n",
+     ["server.port: environment variable GW_TEST_PORT is not set"]),
+    ("unset variable inside a string", "server:\n  host: 'gw-${GW_TEST_HOST}.local'\n",
+     ["server.host: environment variable GW_TEST_HOST is not set"]),
+    ("variable typed, then checked", "server:\n  port: ${GW_TEST_PORT}\n",
+     ["server.port: expected an integer, got a string"]),
+    ("invalid YAML", "server: {port: 1\n", ["<string>:2:1: invalid YAML: expected ',' or '}', but got '<stream end>'"]),
+]
+ENVIRON = {"variable typed, then checked": {"GW_TEST_PORT": "eighty"}}
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_reports_exact_problem_with_location(request: pytest.FixtureRequest, text: str,
+                                                        expected: list[str]) -> None:
+    case = request.node.callspec.id
+    assert problems(text, ENVIRON.get(case)) == expected
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems("""\
+        servre: {}
+        server:
+          port: ${GW_TEST_PORT}
+          max_body_bytes: lots
+        admin:
+          port: ${GW_TEST_ADMIN_PORT}
+        auth:
+          jwt: {algorithms: [none, HS256], secret: short}
+        upstreams:
+          orders: {targets: ["http://127.0.0.1:9001", "gopher://x"]}
+        routes:
+          - {name: a, path: /a, upstream: orders}
+          - {name: b, path: /b, upstream: orders}
+          - {name: c, path: /c, upstream: ordrs}
+        """)
+    assert found == [
+        "server.port: environment variable GW_TEST_PORT is not set",
+        "admin.port: environment variable GW_TEST_ADMIN_PORT is not set",
+        "servre: unknown key",
+        "server.max_body_bytes: expected an integer, got a string",
+        "auth.jwt.algorithms: 'none' is never allowed",
+        "auth.jwt.secret: must be at least 32 bytes for HS256",
+        "upstreams.orders.targets[1]: 'gopher://x' is not a valid http(s) target URL",
+        "routes[2].upstream: unknown upstream 'ordrs'",
+    ]
+    assert len(ConfigError(found).args[0].splitlines()) == len(found)
+
+
+@pytest.mark.parametrize("raw, environ, attr, expected", [
+    ("port: ${PORT}", {"PORT": "9000"}, "port", 9000),
+    ("port: ${PORT:-8000}", {}, "port", 8000),
+    ("port: ${PORT:-8000}", {"PORT": ""}, "port", 8000),
+    ("port: ${PORT:-8000}", {"PORT": "9100"}, "port", 9100),
+    ("host: ${HOST:-0.0.0.0}", {}, "host", "0.0.0.0"),
+    ("host: 'gw-${N}.local'", {"N": "7"}, "host", "gw-7.local"),
+    ("drain_seconds: ${D:-1.5}", {}, "drain_seconds", 1.5),
+    ("max_body_bytes: ${M}", {"M": "1024"}, "max_body_bytes", 1024),
+])
+def test_environment_references_are_typed_like_yaml(raw: str, environ: dict[str, str], attr: str,
+                                                    expected: object) -> None:
+    config = parse_config(f"server:\n  {raw}\n", environ=environ)
+    value = getattr(config.server, attr)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_secret_with_yaml_punctuation_stays_one_string() -> None:
+    secret = "a: b, {c} # d ' \" [e] 0123456789012345678901"
+    config = parse_config("auth:\n  jwt:\n    secret: ${S}\n", environ={"S": secret})
+    assert config.auth.jwt is not None and config.auth.jwt.secret == secret
+
+
+def test_good_config_round_trip() -> None:
+    config = parse_config(textwrap.dedent(f"""\
+        server:
+          host: 0.0.0.0
+          port: ${{PORT}}
+          max_body_bytes: 2048
+          trusted_proxies: [10.0.0.0/8]
+          drain_seconds: 3
+        admin: {{port: 9999}}
+        auth:
+          jwt: {{algorithms: [HS256], secret: {SECRET}, claims_to_headers: {{sub: X-User-Id}}}}
+        upstreams:
+          orders:
+            targets: ["http://127.0.0.1:9001", {{url: "https://orders.internal:8443/base/", weight: 2}}]
+            balance: least_conn
+            connect_timeout: 1
+            request_timeout: 7.5
+            retry: {{attempts: 3, on_statuses: [503]}}
+        routes:
+          - name: orders
+            path: /api/orders
+            methods: [get, POST]
+            host: API.example.com
+            upstream: orders
+            rewrite_prefix: /v2
+            scopes: [orders:read]
+            request_headers: {{set: {{X-Api-Version: 2}}, remove: [Cookie]}}
+            timeout: 10
+          - {{name: open, path: /public, upstream: orders, auth: none}}
+        """), environ={"PORT": "8088"})
+    assert isinstance(config, GatewayConfig)
+    assert (config.server.host, config.server.port, config.server.max_body_bytes) == ("0.0.0.0", 8088, 2048)
+    assert config.server.trusted_proxies == ("10.0.0.0/8",)
+    assert config.server.drain_seconds == 3.0 and config.admin.port == 9999
+    orders = config.upstreams["orders"]
+    assert orders.targets == (
+        TargetConfig("http://127.0.0.1:9001", Origin("http", "127.0.0.1", 9001)),
+        TargetConfig("https://orders.internal:8443/base/", Origin("https", "orders.internal", 8443), "/base", 2),
+    )
+    assert (orders.balance, orders.connect_timeout_seconds, orders.request_timeout_seconds) == ("least_conn", 1.0, 7.5)
+    assert orders.retry.attempts == 3 and orders.retry.on_statuses == (503,)
+    first, second = config.routes
+    assert (first.name, first.path, first.methods, first.host) == ("orders", "/api/orders", ("GET", "POST"),
+                                                                   "api.example.com")
+    assert first.strip_prefix is True and first.rewrite_prefix == "/v2"  # a rewrite implies a strip
+    assert first.auth == "required"  # the default when auth.jwt is set
+    assert first.request_headers.set == {"X-Api-Version": "2"} and first.request_headers.remove == ("Cookie",)
+    assert first.timeout_seconds == 10.0
+    assert second.auth == "none" and second.methods is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.server.port = 1  # type: ignore[misc]
+
+
+def test_shipped_configs_load() -> None:
+    assert load_config("conf/gateway.yaml", environ={}).routes[0].name == "orders"
+    assert load_config("conf/demo.yaml", environ={"DEMO_ECHO_PORT": "9"}).upstreams["echo"].targets[0].origin.port == 9
+
+
+def test_unreadable_file_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "missing.yaml"))
+    assert info.value.problems == [f"{tmp_path / 'missing.yaml'}: cannot read: No such file or directory"]
