@@ -136,11 +136,35 @@ def _substitute(value: Any, path: str, environ: Mapping[str, str], problems: _Pr
         _ENV_REF.sub(replace, value)
         return _UNSET
     result = _ENV_REF.sub(replace, value)
-    if _ENV_REF.fullmatch(value):
-        typed = yaml.safe_load(result) if result.strip() else result
-        if isinstance(typed, (bool, int, float)) or typed is None:
-            return typed if result.strip() else result
+    if _ENV_REF.fullmatch(value) and result.strip():
+        typed = yaml.safe_load(result)
+        if isinstance(typed, int) and not isinstance(typed, bool):
+            return _EnvInt(typed, result)
+        if isinstance(typed, float):
+            return _EnvFloat(typed, result)
+        if isinstance(typed, bool) or typed is None:
+            return typed
     return result
+
+
+class _EnvInt(int):
+    """A number from the environment that remembers its text, for string keys (``secret: ${S}``)."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> _EnvInt:
+        obj = super().__new__(cls, value)
+        obj.text = text
+        return obj
+
+
+class _EnvFloat(float):
+    text: str
+
+    def __new__(cls, value: float, text: str) -> _EnvFloat:
+        obj = super().__new__(cls, value)
+        obj.text = text
+        return obj
 
 
 # --- scalar parsers: each takes (value) and returns the typed value or raises _Invalid ---
@@ -159,7 +183,7 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[An
             raise _Invalid(f"must be at least {minimum}")
         if maximum is not None and value > maximum:
             raise _Invalid(f"must be at most {maximum}")
-        return value
+        return int(value)
     return parse
 
 
@@ -175,6 +199,8 @@ def _seconds(minimum: float = 0.0, allow_zero: bool = False) -> Callable[[Any], 
 
 def _str(choices: tuple[str, ...] | None = None, nonempty: bool = True) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
+        if isinstance(value, (_EnvInt, _EnvFloat)):
+            value = value.text  # a string key set from the environment keeps the text as written
         if not isinstance(value, str):
             raise _Invalid(f"expected a string, got {_kind(value)}")
         if nonempty and not value:

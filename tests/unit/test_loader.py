@@ -213,3 +213,11 @@ def test_unreadable_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path / "missing.yaml"))
     assert info.value.problems == [f"{tmp_path / 'missing.yaml'}: cannot read: No such file or directory"]
+
+
+def test_a_numeric_secret_from_the_environment_keeps_its_text() -> None:
+    config = parse_config('auth:\n  jwt:\n    secret: ${S}\nserver: {port: "${P}"}\n',
+                          environ={"S": "0123456789012345678901234567890123456789", "P": "9000"})
+    assert config.auth.jwt is not None
+    assert config.auth.jwt.secret == "0123456789012345678901234567890123456789"
+    assert config.server.port == 9000
