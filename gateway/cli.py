@@ -7,7 +7,6 @@ command exits 2, never with a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -126,12 +125,13 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    # gateway.process imports the server (and prometheus_client) only once it knows
+    # whether the metrics must be shared by several worker processes.
+    from .process import run
 
     config = _load(args)
     configure_logging(config)
-    asyncio.run(serve(args.config, config))
-    return 0
+    return run(args.config, config)
 
 
 def configure_logging(config: GatewayConfig) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import Future
 from collections.abc import Awaitable
 from typing import Any
 
@@ -72,6 +73,10 @@ class GatewayHandler(RequestHandler):
 
     def compute_etag(self) -> None:
         return None
+
+    def flush(self, include_footers: bool = False) -> Future[None]:
+        self.ctx.bytes_out += sum(map(len, self._write_buffer))  # every body byte passes here: for the access log
+        return super().flush(include_footers)
 
     def fail(self, error: GatewayError) -> None:
         """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
@@ -182,6 +187,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             decision = await runtime.rate_limits.hit(key, route.rate_limit.requests, route.rate_limit.window_seconds)
             ctx.response_headers.update(decision.headers())
             if not decision.allowed:
+                self.holder.metrics.rate_limit_refused(route.name)
                 raise RateLimited()
         self.admit_body(plan)
 
@@ -213,9 +219,12 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         ctx = self.ctx
         ctx.bytes_in += len(chunk)
         if ctx.bytes_in > self._body_limit:
-            if self._abort_upstream is not None:
-                self._abort_upstream()
-            raise BodyTooLarge(f"request body exceeds {self._body_limit} bytes")
+            # Answered here, not raised: Tornado would log a raise from data_received as uncaught
+            # and drop the connection without an answer. The rest of the body is ignored.
+            if not self._finished:
+                self._stop_forwarding()
+                self.fail(BodyTooLarge(f"request body exceeds {self._body_limit} bytes"))
+            return None
         if self._body_stream is not None:
             return self._body_stream.put(chunk)
         if self._body_chunks is not None:
@@ -304,9 +313,10 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         self.ctx.target = target.url
 
     def finished(self, pool: UpstreamPool, target: Target, seconds: float, ok: bool) -> None:
-        pass
+        self.holder.metrics.upstream_try(pool.name, target.url, seconds)
 
     def retrying(self, pool: UpstreamPool, target: Target, reason: str) -> None:
+        self.holder.metrics.retry(pool.name)
         log.info("request_id=%s retrying after %s from %s", self.ctx.request_id, reason, target.url)
 
     # --- ResponseSink: the upstream's answer, relayed ---
@@ -336,10 +346,17 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
 
     def on_connection_close(self) -> None:
         self._uncount()
+        self._stop_forwarding()
+        super().on_connection_close()  # ends a request still waiting for its body
+
+    def _stop_forwarding(self) -> None:
+        """Abandon the upstream exchange: its failure is then expected, and not logged as unretrieved."""
         if self._abort_upstream is not None:
             self._abort_upstream()
         if self._body_stream is not None:
             self._body_stream.abort()
+        if self._forwarding is not None:
+            self._forwarding.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def on_finish(self) -> None:
         self._uncount()

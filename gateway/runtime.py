@@ -13,7 +13,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .aggregate import AggregatePlan
 from .auth import Authenticator
@@ -25,6 +25,10 @@ from .routing import RouteTable
 from .upstream.client import UpstreamClient
 from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
+
+if TYPE_CHECKING:
+    from .accesslog import AccessLog
+    from .metrics import Metrics
 
 __all__ = ["Runtime", "RuntimeHolder", "RoutePlan"]
 
@@ -55,14 +59,16 @@ class Runtime:
         *,
         client: UpstreamClient | None = None,
         previous: Runtime | None = None,
-        on_target_change: Callable[[Target], None] | None = None,
+        on_target_change: Callable[[str, Target], None] | None = None,
+        on_jwks_refresh: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
         self.client = client or UpstreamClient()
         self.routes = RouteTable(config.routes)
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
-        self.authenticator = Authenticator(config.auth.jwt) if config.auth.jwt is not None else None
+        self.authenticator = (Authenticator(config.auth.jwt, on_jwks_refresh=on_jwks_refresh)
+                              if config.auth.jwt is not None else None)
         # The store is built by start(), in the running loop: redis-py's asyncio client
         # belongs to the loop that runs it, and a runtime built only to check a config
         # (`gateway check`, or serve before its loop starts) must not hold a Redis pool.
@@ -73,7 +79,7 @@ class Runtime:
         for name, upstream in config.upstreams.items():
             old = kept.get(name)
             self.pools[name] = old if old is not None and old.config == upstream else UpstreamPool(
-                upstream, on_state_change=on_target_change)
+                upstream, on_state_change=_for_upstream(on_target_change, name))
         self._ssl = {name: _ssl_context(u) for name, u in config.upstreams.items() if _uses_tls(u)}
         global_cors = CorsPolicy(config.cors) if config.cors is not None else None
         identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
@@ -127,15 +133,57 @@ class Runtime:
 
 
 class RuntimeHolder:
-    """A process's current runtime (replaced whole by a reload) and its process-wide counters."""
+    """A process's current runtime (replaced whole by a reload), its metrics, access log and counters.
 
-    def __init__(self, runtime: Runtime) -> None:
+    ``metrics`` defaults to a fresh :class:`~gateway.metrics.Metrics`; without
+    ``access_log`` no access log is written.
+    """
+
+    def __init__(self, runtime: Runtime, *, metrics: Metrics | None = None,
+                 access_log: AccessLog | None = None) -> None:
+        if metrics is None:
+            from .metrics import Metrics  # imported late: see gateway.metrics on PROMETHEUS_MULTIPROC_DIR
+
+            metrics = Metrics()
         self.runtime = runtime
-        self.in_flight = 0
+        self.metrics = metrics
+        self.access_log = access_log
         self.draining = False
+        self._in_flight = 0
+        self._report_in_flight = metrics.set_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on the main listener being handled now (mirrored in ``gateway_in_flight_requests``)."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, count: int) -> None:
+        self._in_flight = count
+        self._report_in_flight(count)
 
     def log_request(self, handler: Any) -> None:
-        """Tornado's ``log_function``: called once per finished request."""
+        """Tornado's ``log_function``: called once per finished request; counts it and writes its access-log line."""
+        request = handler.request
+        status = handler.get_status()
+        seconds = request.request_time()
+        ctx = getattr(handler, "ctx", None)
+        route = (ctx.route_name if ctx is not None else "") or getattr(handler, "route_label", "")
+        method = request.method or ""
+        self.metrics.request_done(route, method, status, seconds)
+        if self.access_log is not None and ctx is not None:
+            self.access_log.write(
+                request_id=ctx.request_id, client=ctx.client_ip, method=method, path=request.path,
+                route=route, upstream=ctx.upstream, target=ctx.target, status=status,
+                bytes_in=ctx.bytes_in, bytes_out=ctx.bytes_out, duration_seconds=seconds, subject=ctx.subject,
+            )
+
+
+def _for_upstream(report: Callable[[str, Target], None] | None, upstream: str) -> Callable[[Target], None] | None:
+    """A pool's ``on_state_change`` that also names the upstream."""
+    if report is None:
+        return None
+    return lambda target: report(upstream, target)
 
 
 def _uses_tls(upstream: UpstreamConfig) -> bool:

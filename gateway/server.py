@@ -1,40 +1,61 @@
-"""Tornado applications, listeners, signals and the ordered shutdown.
+"""Tornado applications, listeners, reload, signals and the ordered shutdown of one process.
 
-:class:`GatewayServer` owns one process's listeners and its
-:class:`~gateway.runtime.RuntimeHolder`. Shutdown is written as steps: stop
-accepting, let requests in flight finish within ``drain_seconds``, stop
-background work, close pooled connections.
+:class:`GatewayServer` owns one process's listeners (main and admin), its
+:class:`~gateway.runtime.RuntimeHolder`, metrics and access log.
+
+Reload (``SIGHUP``, ``POST /-/reload``): the file is loaded and a new
+:class:`~gateway.runtime.Runtime` built and started (which validates keys and TLS
+files too); only then is it swapped in, in one assignment. Requests in flight
+keep the runtime they were admitted with; pools of unchanged upstreams carry
+over with their health, breakers and connections. A bad file raises
+:class:`~gateway.config.ConfigError`, is logged, and the running config stays.
+``server`` and ``admin`` (addresses, TLS, processes) only change on restart.
+
+Shutdown (``SIGTERM``, ``SIGINT``) in steps: stop accepting, let requests in
+flight finish within ``drain_seconds``, close the connections left, stop health
+checks and key refresh, close pooled upstream connections.
+
+Several processes (``server.processes``) are run by :mod:`gateway.process`,
+which binds the sockets and forks; each worker runs :func:`serve` on them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 import signal
+import socket
 import ssl
-from typing import Any
+from collections.abc import Callable
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from .accesslog import AccessLog
+from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig
 from .errors import ServiceUnavailable
 from .loader import load_config
+from .metrics import Metrics
 from .proxy import GatewayHandler, ProxyHandler
 from .runtime import Runtime, RuntimeHolder
 from .upstream.client import UpstreamClient
+from .upstream.pool import Target
 
-__all__ = ["GatewayServer", "make_app"]
+__all__ = ["GatewayServer", "make_app", "serve", "bind_listeners"]
 
 log = logging.getLogger("gateway")
 
 MAX_HEADER_BYTES_READ = 256 * 1024  # larger than SPEC's limits, so the gateway can answer 414/431 itself
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class HealthHandler(GatewayHandler):
     """``GET /-/health``: the process is alive."""
+
+    route_label = "/-/health"
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -44,16 +65,18 @@ class HealthHandler(GatewayHandler):
 class ReadyHandler(GatewayHandler):
     """``GET /-/ready``: config loaded and every upstream has a healthy target."""
 
+    route_label = "/-/ready"
+
     def get(self) -> None:
         runtime = self.holder.runtime
         if self.holder.draining or not runtime.ready():
             raise ServiceUnavailable("not ready: " + ("draining" if self.holder.draining else "an upstream has no healthy target"))
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": "ready"}).encode())
+        self.finish(b'{"status":"ready"}')
 
 
 def make_app(holder: RuntimeHolder) -> Application:
-    """The main listener's application."""
+    """The main listener's application; every finished request goes to ``holder.log_request``."""
     kwargs = {"holder": holder}
     return Application(
         [
@@ -65,37 +88,72 @@ def make_app(holder: RuntimeHolder) -> Application:
     )
 
 
-def _server_ssl(config: GatewayConfig) -> ssl.SSLContext | None:
-    tls = config.server.tls
-    if tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.certfile, tls.keyfile)
-    return context
+def bind_listeners(config: GatewayConfig) -> tuple[list[socket.socket], list[socket.socket]]:
+    """Bind the main and admin sockets (before forking, so every worker shares them).
+
+    Raises ConfigError first when the listener's certificate cannot be loaded.
+    """
+    _server_ssl(config)
+    main = bind_sockets(config.server.port, config.server.host)
+    admin = bind_sockets(config.admin.port, config.admin.host)
+    return main, admin
+
+
+def _port(sockets: list[socket.socket]) -> int:
+    return int(sockets[0].getsockname()[1]) if sockets else 0
 
 
 class GatewayServer:
-    """One process of the gateway: its runtime, listeners and lifecycle."""
+    """One process of the gateway: its runtime, listeners, reload and shutdown.
 
-    def __init__(self, config: GatewayConfig) -> None:
+    ``config_path`` is the file a reload reads (default: the file ``config``
+    came from). ``sockets``/``admin_sockets`` are already bound ones (workers);
+    without them :meth:`start` binds its own. ``admin=False`` runs no admin listener.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        config_path: str | None = None,
+        sockets: list[socket.socket] | None = None,
+        admin_sockets: list[socket.socket] | None = None,
+        admin: bool = True,
+        on_reloaded: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path or config.source
         self.client = UpstreamClient()
-        self.holder = RuntimeHolder(Runtime(config, client=self.client))
+        self.metrics = Metrics()
+        self.holder = RuntimeHolder(
+            self._build(config), metrics=self.metrics,
+            access_log=AccessLog() if config.logging.access_log else None)
+        self.sockets: list[socket.socket] = sockets or []
+        self.admin_sockets: list[socket.socket] = admin_sockets or []
+        self.with_admin = admin
         self.http_server: HTTPServer | None = None
-        self.sockets: list[Any] = []
+        self.admin_server: HTTPServer | None = None
+        self._on_reloaded = on_reloaded
+        self._reload_lock = asyncio.Lock()
 
     @property
     def port(self) -> int:
-        return int(self.sockets[0].getsockname()[1]) if self.sockets else 0
+        return _port(self.sockets)
+
+    @property
+    def admin_port(self) -> int:
+        return _port(self.admin_sockets)
 
     def bind(self) -> None:
-        """Bind the main listener (before forking workers, so they share it)."""
-        self.sockets = bind_sockets(self.config.server.port, self.config.server.host)
+        """Bind the listeners not handed in."""
+        if not self.sockets:
+            self.sockets = bind_sockets(self.config.server.port, self.config.server.host)
+        if self.with_admin and not self.admin_sockets:
+            self.admin_sockets = bind_sockets(self.config.admin.port, self.config.admin.host)
 
     async def start(self) -> None:
         """Serve on the bound sockets and start background work."""
-        if not self.sockets:
-            self.bind()
+        self.bind()
         self.http_server = HTTPServer(
             make_app(self.holder),
             ssl_options=_server_ssl(self.config),
@@ -104,41 +162,137 @@ class GatewayServer:
             idle_connection_timeout=75,
         )
         self.http_server.add_sockets(self.sockets)
+        if self.with_admin:
+            self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
+            self.admin_server.add_sockets(self.admin_sockets)
         await self.holder.runtime.start()
+        self._report_targets(self.holder.runtime)
 
-    async def reload(self, path: str) -> None:
-        """Swap in the config at ``path``; a bad one is refused (raises ConfigError) and the old one stays."""
-        config = load_config(path)
-        old = self.holder.runtime
-        new = Runtime(config, client=self.client, previous=old)
-        await new.start()
-        self.holder.runtime = new
-        self.config = config
-        await old.stop(successor=new)
-        log.info("configuration reloaded from %s", path)
+    async def reload(self, path: str | None = None) -> None:
+        """Swap in the config at ``path`` (default: ``config_path``).
+
+        Raises ConfigError (logged) for a config that cannot be served; the running one stays.
+        """
+        path = path or self.config_path
+        async with self._reload_lock:
+            old = self.holder.runtime
+            try:
+                config = load_config(path)
+                new = self._build(config, previous=old)
+                await new.start()
+            except ConfigError as exc:
+                log.error("reload of %s refused, the running config stays:\n%s", path, exc)
+                raise
+            self.holder.runtime = new
+            previous_config, self.config = self.config, config
+            if _restart_only(config) != _restart_only(previous_config):
+                log.warning("listener addresses, TLS, processes or the admin section changed: "
+                            "that takes effect on restart")
+            if config.logging != previous_config.logging:
+                self._apply_logging(config)
+            await old.stop(successor=new)
+            self._forget_removed_targets(old, new)
+            self._report_targets(new)
+            log.info("configuration reloaded from %s", path)
+
+    async def reload_from_admin(self) -> None:
+        """``POST /-/reload``: reload here, then have the supervisor (if any) reload every worker."""
+        await self.reload()
+        if self._on_reloaded is not None:
+            self._on_reloaded()
 
     async def shutdown(self) -> None:
         """Stop accepting, drain requests in flight within drain_seconds, stop background work."""
         self.holder.draining = True
-        if self.http_server is not None:
-            self.http_server.stop()
+        for server in (self.http_server, self.admin_server):
+            if server is not None:
+                server.stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.server.drain_seconds
         while self.holder.in_flight > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         if self.holder.in_flight:
-            log.warning("drain time over with %d requests in flight", self.holder.in_flight)
-        if self.http_server is not None:
-            await self.http_server.close_all_connections()
+            log.warning("drain time over with %d requests in flight; closing them", self.holder.in_flight)
+        for server in (self.http_server, self.admin_server):
+            if server is not None:
+                await server.close_all_connections()
         await self.holder.runtime.stop()
         self.client.close()
 
+    # --- internals ---
 
-async def serve(config_path: str, config: GatewayConfig, ready: Any = None) -> None:
-    """Run one gateway process until SIGTERM/SIGINT; SIGHUP reloads ``config_path``."""
-    server = GatewayServer(config)
+    def _build(self, config: GatewayConfig, previous: Runtime | None = None) -> Runtime:
+        try:
+            return Runtime(config, client=self.client, previous=previous,
+                           on_target_change=self._target_changed, on_jwks_refresh=self.metrics.jwks_refreshed)
+        except (OSError, ssl.SSLError, ValueError) as exc:  # unreadable key or certificate files
+            raise ConfigError([f"{config.source or 'config'}: {exc}"]) from exc
+
+    def _target_changed(self, upstream: str, target: Target) -> None:
+        self.metrics.target_state(upstream, target.url, target.healthy, target.circuit == "open")
+        log.info("upstream %s target %s: healthy=%s circuit=%s", upstream, target.url, target.healthy, target.circuit)
+
+    def _report_targets(self, runtime: Runtime) -> None:
+        for name, pool in runtime.pools.items():
+            for target in pool.targets:
+                self.metrics.target_state(name, target.url, target.healthy, target.circuit == "open")
+
+    def _forget_removed_targets(self, old: Runtime, new: Runtime) -> None:
+        kept = {(name, t.url) for name, pool in new.pools.items() for t in pool.targets}
+        for name, pool in old.pools.items():
+            for target in pool.targets:
+                if (name, target.url) not in kept:
+                    self.metrics.forget_target(name, target.url)
+
+    def _apply_logging(self, config: GatewayConfig) -> None:
+        from .cli import configure_logging
+
+        configure_logging(config)
+        self.holder.access_log = (self.holder.access_log or AccessLog()) if config.logging.access_log else None
+
+
+def _restart_only(config: GatewayConfig) -> tuple[object, ...]:
+    server = config.server
+    return server.host, server.port, server.processes, server.tls, config.admin
+
+
+def _server_ssl(config: GatewayConfig) -> ssl.SSLContext | None:
+    """The main listener's TLS context; ConfigError for certificate or key files that cannot be used."""
+    tls = config.server.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"server.tls: cannot load {tls.certfile} / {tls.keyfile}: {exc}"]) from exc
+    return context
+
+
+async def serve(
+    config_path: str,
+    config: GatewayConfig,
+    ready: Callable[[GatewayServer], None] | None = None,
+    *,
+    sockets: list[socket.socket] | None = None,
+    admin_sockets: list[socket.socket] | None = None,
+    supervisor_pid: int | None = None,
+) -> None:
+    """Run one gateway process until SIGTERM/SIGINT; SIGHUP reloads ``config_path``.
+
+    A worker under a supervisor gets its bound sockets and the supervisor's pid:
+    a ``POST /-/reload`` it answers is passed on to the supervisor (``SIGHUP``)
+    so that every worker reloads.
+    """
+    notify = (lambda: os.kill(supervisor_pid, signal.SIGHUP)) if supervisor_pid else None
+    server = GatewayServer(config, config_path=config_path, sockets=sockets, admin_sockets=admin_sockets,
+                           on_reloaded=notify)
     await server.start()
-    log.info("gateway listening on %s:%d", config.server.host, server.port)
+    if supervisor_pid is None:
+        log.info("gateway listening on %s:%d%s", config.server.host, server.port, " (https)" if config.server.tls else "")
+        log.info("admin listening on %s:%d", config.admin.host, server.admin_port)
+    else:
+        log.info("worker %d serving", os.getpid())
     if ready is not None:
         ready(server)
     stop = asyncio.Event()
@@ -147,14 +301,19 @@ async def serve(config_path: str, config: GatewayConfig, ready: Any = None) -> N
     def on_hup() -> None:
         async def do_reload() -> None:
             try:
-                await server.reload(config_path)
-            except ConfigError as exc:
-                log.error("reload refused, keeping the running config:\n%s", exc)
+                await server.reload()
+            except ConfigError:
+                pass  # logged by reload(); the running config stays
         asyncio.ensure_future(do_reload())
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    for signum in SHUTDOWN_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # A worker is forked with these blocked (see gateway.process): let them in now that they are handled.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (*SHUTDOWN_SIGNALS, signal.SIGHUP))
     await stop.wait()
-    log.info("shutting down: draining for up to %gs", config.server.drain_seconds)
+    log.info("shutting down: draining for up to %gs", server.config.server.drain_seconds)
     await server.shutdown()
+    for signum in (*SHUTDOWN_SIGNALS, signal.SIGHUP):
+        loop.remove_signal_handler(signum)
+    log.info("stopped")

@@ -1,0 +1,116 @@
+"""The admin listener (SPEC §5): metrics, the route table, upstream state and reload.
+
+Served on ``admin.host``/``admin.port`` (loopback by default), apart from client
+traffic. Every answer is JSON except ``/-/metrics`` (Prometheus text format).
+
+* ``GET /-/metrics`` — every metric of :mod:`gateway.metrics`;
+* ``GET /-/routes`` — the route table in matching order;
+* ``GET /-/upstreams`` — per upstream: balance and, per target, url, weight,
+  health, circuit state and requests in flight (this worker's view, named by
+  ``pid``);
+* ``POST /-/reload`` — re-read the config file: ``200 {"status": "reloaded"}``,
+  or ``400 {"error": "invalid_config", "problems": [...]}`` and the running
+  config stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tornado.web import Application, RequestHandler
+
+from .config import ConfigError
+from .metrics import CONTENT_TYPE
+from .runtime import RuntimeHolder
+
+__all__ = ["make_admin_app"]
+
+log = logging.getLogger("gateway")
+
+Reload = Callable[[], Awaitable[None]]
+
+
+class AdminHandler(RequestHandler):
+    """JSON answers and JSON errors; no Tornado defaults."""
+
+    def initialize(self, holder: RuntimeHolder, reload: Reload) -> None:
+        self.holder = holder
+        self.reload = reload
+
+    def answer(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body, indent=2) + "\n")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = "not_found" if status_code == 404 else "method_not_allowed" if status_code == 405 else "internal_error"
+        self.answer({"error": error, "message": self._reason, "status": status_code}, status_code)
+
+
+class MetricsHandler(AdminHandler):
+    def get(self) -> None:
+        metrics = self.holder.metrics
+        for name, pool in self.holder.runtime.pools.items():  # a breaker's open -> half-open is lazy: refresh
+            for target in pool.targets:
+                metrics.target_state(name, target.url, target.healthy, target.circuit == "open")
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(metrics.exposition())
+
+
+class RoutesHandler(AdminHandler):
+    def get(self) -> None:
+        self.answer({"routes": self.holder.runtime.routes.describe()})
+
+
+class UpstreamsHandler(AdminHandler):
+    def get(self) -> None:
+        self.answer({
+            "pid": os.getpid(),
+            "upstreams": {
+                name: {"balance": pool.config.balance, "ready": pool.ready(), "targets": pool.snapshot()}
+                for name, pool in self.holder.runtime.pools.items()
+            },
+        })
+
+
+class ReloadHandler(AdminHandler):
+    async def post(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError as exc:
+            self.answer({"error": "invalid_config", "message": "the new configuration was refused; the running one stays",
+                         "status": 400, "problems": exc.problems}, 400)
+            return
+        self.answer({"status": "reloaded", "source": self.holder.runtime.config.source})
+
+
+class NotFoundHandler(AdminHandler):
+    def prepare(self) -> None:
+        self.send_error(404)
+
+
+def make_admin_app(holder: RuntimeHolder, reload: Reload) -> Application:
+    """The admin listener's application; ``reload()`` raises ConfigError for a refused config."""
+    kwargs = {"holder": holder, "reload": reload}
+    return Application(
+        [
+            (r"/-/metrics", MetricsHandler, kwargs),
+            (r"/-/routes", RoutesHandler, kwargs),
+            (r"/-/upstreams", UpstreamsHandler, kwargs),
+            (r"/-/reload", ReloadHandler, kwargs),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=kwargs,
+        log_function=_log_admin,
+    )
+
+
+def _log_admin(handler: RequestHandler) -> None:
+    """Admin requests stay out of the access log and the request metrics; debug level only."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("admin %s %s %d", handler.request.method, handler.request.path, handler.get_status())

@@ -1,0 +1,144 @@
+"""TLS both ways, with certificates made here: `server.tls` terminates HTTPS; `https://`
+targets are verified (`tls.ca_file`), and present a client certificate for mTLS."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from tornado.web import Application, RequestHandler
+
+from tests.conftest import Fetch
+
+
+def self_signed(directory: Path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and localhost; (certfile, keyfile)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = directory / f"{name}.crt", directory / f"{name}.key"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return str(certfile), str(keyfile)
+
+
+class Echo(RequestHandler):
+    """Answers what it saw: the forwarded protocol and the client certificate's subject."""
+
+    def get(self, *_: str) -> None:
+        peer = self.request.get_ssl_certificate() if self.request.protocol == "https" else None
+        subject = dict(item[0] for item in peer["subject"]) if peer else {}
+        self.finish({"proto": self.request.headers.get("X-Forwarded-Proto"),
+                     "client_cert": subject.get("commonName")})
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    return {name: self_signed(tmp_path, name) for name in ("server", "upstream", "client")}
+
+
+@pytest.fixture
+def https_upstream(io_loop: Any) -> Iterator[Any]:
+    servers: list[HTTPServer] = []
+
+    def start(certfile: str, keyfile: str, client_ca: str | None = None) -> str:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile)
+        if client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(client_ca)
+        server = HTTPServer(Application([(r".*", Echo)]), ssl_options=context)
+        sock, port = bind_unused_port()
+        server.add_sockets([sock])
+        servers.append(server)
+        return f"https://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop()
+        io_loop.run_sync(server.close_all_connections)
+
+
+def gateway_yaml(target: str, upstream_tls: str = "", server_tls: str = "") -> str:
+    return f"""
+    server: {{host: 127.0.0.1, port: 0, drain_seconds: 0.5{server_tls}}}
+    admin: {{host: 127.0.0.1, port: 0}}
+    upstreams:
+      backend: {{targets: ["{target}"]{upstream_tls}, connect_timeout: 2}}
+    routes:
+      - {{name: api, path: /api, upstream: backend}}
+    """
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_the_listener_terminates_https(
+        start_gateway: Any, start_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    upstream = start_upstream(Application([(r".*", Echo)]))
+    certfile, keyfile = certs["server"]
+    gateway = await start_gateway(gateway_yaml(upstream.url, server_tls=f", tls: {{certfile: {certfile}, keyfile: {keyfile}}}"))
+    url = f"https://127.0.0.1:{gateway.port}/api/x"
+    response = await http(url, ca_certs=certfile)
+    assert response.code == 200
+    assert json.loads(response.body) == {"proto": "https", "client_cert": None}
+    with pytest.raises(ssl.SSLCertVerificationError):  # a client without the certificate does not trust it
+        await http(url)
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_https_upstream_is_verified_against_ca_file(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"])
+    trusted = await start_gateway(gateway_yaml(target, upstream_tls=f", tls: {{ca_file: {certs['upstream'][0]}}}"))
+    response = await http(trusted.url + "/api/x")
+    assert response.code == 200
+    assert json.loads(response.body) == {"proto": "http", "client_cert": None}
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_https_upstream_with_an_untrusted_certificate_is_a_bad_gateway(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"])
+    untrusted = await start_gateway(gateway_yaml(target))  # system CAs only
+    response = await http(untrusted.url + "/api/x")
+    assert response.code == 502
+    assert json.loads(response.body)["error"] == "bad_gateway"
+    wrong_ca = await start_gateway(gateway_yaml(target, upstream_tls=f", tls: {{ca_file: {certs['server'][0]}}}"))
+    assert (await http(wrong_ca.url + "/api/x")).code == 502
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_mtls_upstream_gets_the_client_certificate(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"], client_ca=certs["client"][0])
+    ca = certs["upstream"][0]
+    client_cert, client_key = certs["client"]
+    with_cert = await start_gateway(gateway_yaml(
+        target, upstream_tls=f", tls: {{ca_file: {ca}, certfile: {client_cert}, keyfile: {client_key}}}"))
+    response = await http(with_cert.url + "/api/x")
+    assert response.code == 200
+    assert json.loads(response.body)["client_cert"] == "client"
+    without = await start_gateway(gateway_yaml(target, upstream_tls=f", tls: {{ca_file: {ca}}}"))
+    assert (await http(without.url + "/api/x")).code == 502
