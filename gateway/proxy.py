@@ -78,9 +78,18 @@ class GatewayHandler(RequestHandler):
         self.ctx.bytes_out += sum(map(len, self._write_buffer))  # every body byte passes here: for the access log
         return super().flush(include_footers)
 
+    _client_gone = False
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
+        if self._client_gone:  # nobody to answer, and on_connection_close already logged the request
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return super().finish(chunk)
+
     def fail(self, error: GatewayError) -> None:
         """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
-        if self._finished:
+        if self._finished or self._client_gone:
             return
         if self._headers_written:
             log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.message)
@@ -162,9 +171,9 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         plan = self.plan = runtime.plans[match.route.name]
         route = match.route
         origin = request.headers.get("Origin")
-        if plan.cors is not None and origin:
+        if plan.cors is not None:
             cors = plan.cors
-            if preflight_method and cors.is_preflight(method, request.headers):
+            if origin and preflight_method and cors.is_preflight(method, request.headers):
                 allowed = cors.preflight_headers(origin, preflight_method,
                                                  request.headers.get("Access-Control-Request-Headers"))
                 self.set_status(204)
@@ -251,7 +260,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             if not self._finished:
                 self.request.connection.close()  # type: ignore[union-attr]
             return
-        if not self._finished:
+        if not self._finished and not self._client_gone:
             self.finish()
 
     head = post = put = patch = delete = options = get
@@ -348,6 +357,14 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         self._uncount()
         self._stop_forwarding()
         super().on_connection_close()  # ends a request still waiting for its body
+        if not self._finished:
+            self._client_gone = True
+            # Never finished, so Tornado will not log it: the access log and metrics still count it,
+            # as 499 (nginx's "client closed request") when no answer had started.
+            if not self._headers_written:
+                self._status_code = 499
+            self.ctx.status = self._status_code
+            self.application.log_request(self)
 
     def _stop_forwarding(self) -> None:
         """Abandon the upstream exchange: its failure is then expected, and not logged as unretrieved."""

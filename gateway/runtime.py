@@ -74,6 +74,12 @@ class Runtime:
         # (`gateway check`, or serve before its loop starts) must not hold a Redis pool.
         self._limited = any(r.rate_limit for r in config.routes)
         self.rate_limits: RateLimitStore | None = None
+        # A reload that keeps the store's settings keeps the store, so budgets survive it.
+        self._inherited_store = (
+            previous.rate_limits
+            if previous is not None and (previous.config.rate_limit_store, previous.config.rate_limit_fail_open)
+            == (config.rate_limit_store, config.rate_limit_fail_open) else None
+        )
         kept = previous.pools if previous is not None else {}
         self.pools: dict[str, UpstreamPool] = {}
         for name, upstream in config.upstreams.items():
@@ -107,7 +113,8 @@ class Runtime:
     async def start(self) -> None:
         """Build the rate-limit store; start background work: health checks and key refresh."""
         if self._limited and self.rate_limits is None:
-            self.rate_limits = build_store(self.config.rate_limit_store, fail_open=self.config.rate_limit_fail_open)
+            self.rate_limits = self._inherited_store or build_store(
+                self.config.rate_limit_store, fail_open=self.config.rate_limit_fail_open)
         for pool in self.pools.values():
             await pool.start()
         if self.authenticator is not None:
@@ -121,7 +128,7 @@ class Runtime:
                 await pool.stop()
         if self.authenticator is not None:
             await self.authenticator.stop()
-        if self.rate_limits is not None:
+        if self.rate_limits is not None and (successor is None or successor.rate_limits is not self.rate_limits):
             await self.rate_limits.close()
 
     def ready(self) -> bool:

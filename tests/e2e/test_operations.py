@@ -325,3 +325,31 @@ async def test_sigterm_gives_up_on_a_request_after_drain_seconds(
     with pytest.raises(HTTPStreamClosedError):  # closed unanswered when the drain time ran out
         await slow
     await gateway.wait_for_log("drain time over with 1 requests in flight")
+
+
+@pytest.mark.timeout(seconds=30)
+async def test_a_client_that_hangs_up_is_logged_as_499(start_upstream: Any, gateway_process: Any, http: Fetch) -> None:
+    started = asyncio.Event()
+    upstream = start_upstream(answering("late", delay=1.0, started=started))
+    gateway = await gateway_process(config(upstream.url))
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /api/slow HTTP/1.1\r\nHost: gw\r\nX-Request-Id: hang-up-1\r\n\r\n")
+    await writer.drain()
+    await started.wait()
+    writer.close()
+    entry = await gateway.access_line("hang-up-1")
+    assert (entry["status"], entry["route"], entry["bytes_out"]) == (499, "api", 0)
+    found = await scrape(http, gateway)
+    assert found[("gateway_requests_total", (("method", "GET"), ("route", "api"), ("status", "499")))] == 1
+
+
+@pytest.mark.timeout(seconds=30)
+async def test_a_reload_keeps_rate_limit_budgets(start_upstream: Any, gateway_process: Any, http: Fetch) -> None:
+    upstream = start_upstream(answering("ok"))
+    limited = "  - {name: limited, path: /limited, upstream: backend, auth: none, " \
+              "rate_limit: {requests: 2, window_seconds: 60, key: ip}}"
+    gateway = await gateway_process(config(upstream.url, extra_routes=limited))
+    assert [(await http(gateway.url + "/limited")).code for _ in range(2)] == [200, 200]
+    reloaded = await http(gateway.admin_url + "/-/reload", method="POST", body=b"")
+    assert reloaded.code == 200
+    assert (await http(gateway.url + "/limited")).code == 429
