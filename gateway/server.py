@@ -36,7 +36,7 @@ from tornado.web import Application
 from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig
-from .errors import ServiceUnavailable
+from .errors import NoHealthyUpstream
 from .loader import load_config
 from .metrics import Metrics
 from .proxy import GatewayHandler, ProxyHandler
@@ -70,7 +70,8 @@ class ReadyHandler(GatewayHandler):
     def get(self) -> None:
         runtime = self.holder.runtime
         if self.holder.draining or not runtime.ready():
-            raise ServiceUnavailable("not ready: " + ("draining" if self.holder.draining else "an upstream has no healthy target"))
+            raise NoHealthyUpstream(
+                "not ready: " + ("draining" if self.holder.draining else "an upstream has no healthy target"))
         self.set_header("Content-Type", "application/json")
         self.finish(b'{"status":"ready"}')
 

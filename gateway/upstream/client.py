@@ -137,8 +137,7 @@ class Exchange:
 class UpstreamClient:
     """Keep-alive connection pools, one per origin, and the one ``send()`` the proxy uses."""
 
-    def __init__(self, *, max_idle_per_origin: int = 64, idle_timeout_seconds: float = 50.0) -> None:
-        self.max_idle_per_origin = max_idle_per_origin
+    def __init__(self, *, idle_timeout_seconds: float = 50.0) -> None:
         self.idle_timeout_seconds = idle_timeout_seconds
         self._idle: dict[Origin, list[tuple[IOStream, float]]] = {}
         self._tcp = TCPClient()
@@ -158,13 +157,15 @@ class UpstreamClient:
         request_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         on_connection: Callable[[Callable[[], None]], None] | None = None,
+        max_idle: int = 64,
     ) -> Exchange:
         """Send one request to ``origin`` and relay the answer into ``sink``.
 
         ``request_timeout`` bounds the wait for the response headers and any
         silence of the upstream afterwards (time spent waiting on the client is
         not counted). ``on_connection`` receives a callable that aborts the
-        exchange, for a client that went away. Raises the errors listed in the
+        exchange, for a client that went away. At most ``max_idle`` idle
+        connections to ``origin`` are kept afterwards. Raises the errors listed in the
         module docstring.
         """
         stream, reused = self._take_idle(origin)
@@ -172,13 +173,13 @@ class UpstreamClient:
             stream = await self._connect(origin, connect_timeout, ssl_context)
         try:
             return await self._exchange(origin, stream, reused, method, target, headers, body, sink,
-                                        request_timeout, on_connection)
+                                        request_timeout, on_connection, max_idle)
         except _StaleConnection:
             # A kept-alive connection died before answering. Only a request that is safe to
             # repeat (or was never written) goes again, once, on a fresh connection.
             stream = await self._connect(origin, connect_timeout, ssl_context)
             return await self._exchange(origin, stream, False, method, target, headers, body, sink,
-                                        request_timeout, on_connection)
+                                        request_timeout, on_connection, max_idle)
 
     def close(self) -> None:
         """Close every idle connection and stop sweeping."""
@@ -222,9 +223,9 @@ class UpstreamClient:
             stream.close()
         return None, False
 
-    def _release(self, origin: Origin, stream: IOStream) -> None:
+    def _release(self, origin: Origin, stream: IOStream, max_idle: int) -> None:
         idle = self._idle.setdefault(origin, [])
-        if self._closed or len(idle) >= self.max_idle_per_origin or stream.closed():
+        if self._closed or len(idle) >= max_idle or stream.closed():
             stream.close()
             return
         entry = (stream, IOLoop.current().time())
@@ -253,7 +254,7 @@ class UpstreamClient:
     async def _exchange(
         self, origin: Origin, stream: IOStream, reused: bool, method: str, target: str,
         headers: httputil.HTTPHeaders, body: bytes | BodyStream | None, sink: ResponseSink,
-        request_timeout: float, on_connection: Callable[[Callable[[], None]], None] | None,
+        request_timeout: float, on_connection: Callable[[Callable[[], None]], None] | None, max_idle: int,
     ) -> Exchange:
         conn = HTTP1Connection(stream, True, _PARAMS)
         reader = _ResponseReader(sink, stream, request_timeout)
@@ -295,7 +296,7 @@ class UpstreamClient:
             raise reader.sink_error
         if reader.complete:
             if open_after and reader.keep_alive:
-                self._release(origin, stream)
+                self._release(origin, stream, max_idle)
             else:
                 stream.close()
             return Exchange(reader.status, reused, reader.bytes_received)

@@ -25,8 +25,11 @@ from tornado import httputil
 from ..errors import BadGateway, GatewayError, UpstreamConnectError, UpstreamTimeout
 from .client import BodyStream, Exchange, ResponseInterrupted, ResponseSink, UpstreamClient
 from .pool import Target, UpstreamPool
+from .retry import RetryPolicy
 
-__all__ = ["Timeouts", "ForwardEvents", "forward"]
+__all__ = ["Timeouts", "ForwardEvents", "forward", "MAX_HELD_BYTES"]
+
+MAX_HELD_BYTES = 64 * 1024  # a retryable error answer kept back, in case it has to be relayed after all
 
 log = logging.getLogger("gateway.upstream")
 
@@ -83,17 +86,20 @@ async def forward(
     tried: list[Target] = []
     attempt = 0
     last_error: GatewayError | None = None
+    held: tuple[_HoldingSink, Exchange] | None = None  # the last answer kept back for a retry
     while True:
         try:
             target = pool.pick(exclude=tried)
         except GatewayError:
+            if held is not None and held[0].replay(sink):
+                return held[1]  # no try can go out after all: the client gets the upstream's own answer
             if last_error is not None:
                 raise last_error from None  # the failure that led here says more than "no target left"
             raise
         attempt += 1
         headers["Host"] = target.origin.netloc
         events.attempt(pool, target)
-        try_sink: ResponseSink = _HoldingSink(sink, retry, method, attempt) if may_hold else sink
+        try_sink: ResponseSink | _HoldingSink = _HoldingSink(sink, retry, method, attempt) if may_hold else sink
         pool.begin(target)
         started = time.perf_counter()
         try:
@@ -101,6 +107,7 @@ async def forward(
                 target.origin, method, target.config.base_path + path, headers, body, try_sink,
                 connect_timeout=timeouts.connect_seconds, request_timeout=timeouts.request_seconds,
                 ssl_context=ssl_context, on_connection=on_connection,
+                max_idle=pool.config.max_idle_connections,
             )
         except (UpstreamConnectError, UpstreamTimeout, BadGateway) as error:
             pool.end(target, ok=False)
@@ -114,6 +121,7 @@ async def forward(
                                       status=None, replayable=replayable):
                 raise
             last_error = error
+            held = None
             tried.append(target)
             events.retrying(pool, target, failure)
             await asyncio.sleep(retry.backoff_seconds(attempt))
@@ -128,35 +136,59 @@ async def forward(
         ok = exchange.status < 500
         pool.end(target, ok=ok)
         events.finished(pool, target, time.perf_counter() - started, ok)
-        if not (may_hold and try_sink.held):  # type: ignore[attr-defined]
+        if not (isinstance(try_sink, _HoldingSink) and try_sink.held):
             return exchange
+        held = (try_sink, exchange)
+        last_error = None
         tried.append(target)
         events.retrying(pool, target, f"status {exchange.status}")
-        await asyncio.sleep(retry.backoff_seconds(attempt, try_sink.retry_after))  # type: ignore[attr-defined]
+        await asyncio.sleep(retry.backoff_seconds(attempt, try_sink.retry_after))
 
 
 class _HoldingSink:
-    """Passes an answer on, unless its status asks for a retry that the policy grants."""
+    """Passes an answer on, unless its status asks for a retry that the policy grants.
 
-    __slots__ = ("sink", "retry", "method", "attempt", "held", "retry_after")
+    A held answer is kept (up to MAX_HELD_BYTES of body), so that it can still be
+    relayed if no further try can go out after all.
+    """
 
-    def __init__(self, sink: ResponseSink, retry: object, method: str, attempt: int) -> None:
+    __slots__ = ("sink", "retry", "method", "attempt", "held", "retry_after", "answer", "chunks", "size")
+
+    def __init__(self, sink: ResponseSink, retry: RetryPolicy, method: str, attempt: int) -> None:
         self.sink = sink
         self.retry = retry
         self.method = method
         self.attempt = attempt
         self.held = False
         self.retry_after: str | None = None
+        self.answer: tuple[int, str, httputil.HTTPHeaders] | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
 
     def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
         retry = self.retry
-        if status in retry.config.on_statuses and retry.should_retry(  # type: ignore[attr-defined]
+        if status in retry.config.on_statuses and retry.should_retry(
                 method=self.method, attempt=self.attempt, refused=False, failure=None, status=status,
                 replayable=True):
             self.held = True
             self.retry_after = headers.get("Retry-After")
+            self.answer = (status, reason, headers)
             return
         self.sink.on_headers(status, reason, headers)
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None:
-        return None if self.held else self.sink.on_body(chunk)
+        if not self.held:
+            return self.sink.on_body(chunk)
+        self.size += len(chunk)
+        if self.size <= MAX_HELD_BYTES:
+            self.chunks.append(chunk)
+        return None
+
+    def replay(self, sink: ResponseSink) -> bool:
+        """Relay the held answer into ``sink``; False when it was too large to keep."""
+        if self.answer is None or self.size > MAX_HELD_BYTES:
+            return False
+        sink.on_headers(*self.answer)
+        for chunk in self.chunks:
+            sink.on_body(chunk)  # the sink flushes; the last flush is awaited by its finish()
+        return True
