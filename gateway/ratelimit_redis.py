@@ -54,7 +54,7 @@ class RedisStore:
         url: str,
         *,
         fail_open: bool,
-        timeout_seconds: float = 0.1,
+        timeout_seconds: float = 0.5,
         on_degraded: Callable[[], None] | None = None,
         max_connections: int = 64,
     ) -> None:
