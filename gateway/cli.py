@@ -93,14 +93,14 @@ def _token(args: argparse.Namespace) -> int:
 
     claims: dict[str, object] = {}
     for item in args.claim:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
             print(f"--claim {item!r}: expected K=V", file=sys.stderr)
             return EXIT_CONFIG
         try:
-            claims[key] = json.loads(value)
+            claims[name] = json.loads(value)
         except ValueError:
-            claims[key] = value
+            claims[name] = value
     if args.key:
         try:
             with open(args.key, "rb") as f:

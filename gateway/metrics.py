@@ -79,6 +79,10 @@ class Metrics:
         self.rate_limited = Counter(
             "gateway_rate_limited_total", "Requests refused with 429 by a route's rate limit.",
             ("route",), registry=registry)
+        self.rate_limit_fail_open = Counter(
+            "gateway_rate_limit_fail_open_total",
+            "Requests let through unchecked because the rate-limit store was unreachable (rate_limit_fail_open).",
+            registry=registry)
         self.jwks_refresh = Counter(
             "gateway_jwks_refresh_total", "JWKS fetches, by result (success | failure).",
             ("result",), registry=registry)
@@ -119,6 +123,9 @@ class Metrics:
 
     def rate_limit_refused(self, route: str) -> None:
         self.rate_limited.labels(route).inc()
+
+    def rate_limit_degraded(self) -> None:
+        self.rate_limit_fail_open.inc()
 
     def set_in_flight(self, count: int) -> None:
         self._in_flight_set(count)

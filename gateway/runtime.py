@@ -61,7 +61,9 @@ class Runtime:
         previous: Runtime | None = None,
         on_target_change: Callable[[str, Target], None] | None = None,
         on_jwks_refresh: Callable[[str], None] | None = None,
+        on_rate_limit_degraded: Callable[[], None] | None = None,
     ) -> None:
+        self._on_rate_limit_degraded = on_rate_limit_degraded
         self.config = config
         self.server = config.server
         self.client = client or UpstreamClient()
@@ -94,7 +96,7 @@ class Runtime:
             drop_upstream = (*drop_upstream, "authorization")
         self.plans: dict[str, RoutePlan] = {}
         for route in config.routes:
-            upstream = config.upstreams.get(route.upstream) if route.upstream else None
+            target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
             self.plans[route.name] = RoutePlan(
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
@@ -102,11 +104,11 @@ class Runtime:
                 response_headers=HeaderPlan(route.response_headers, HOP_BY_HOP),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
                 timeouts=Timeouts(
-                    connect_seconds=upstream.connect_timeout_seconds if upstream else 2.0,
-                    request_seconds=route.timeout_seconds or (upstream.request_timeout_seconds if upstream else 30.0),
+                    connect_seconds=target_upstream.connect_timeout_seconds if target_upstream else 2.0,
+                    request_seconds=route.timeout_seconds or (target_upstream.request_timeout_seconds if target_upstream else 30.0),
                 ),
                 ssl_context=self._ssl.get(route.upstream) if route.upstream else None,
-                replay_buffer_bytes=upstream.retry.replay_buffer_bytes if upstream else 0,
+                replay_buffer_bytes=target_upstream.retry.replay_buffer_bytes if target_upstream else 0,
                 aggregate=AggregatePlan(route, self.pools, config.upstreams, self._ssl) if route.aggregate else None,
             )
 
@@ -114,7 +116,8 @@ class Runtime:
         """Build the rate-limit store; start background work: health checks and key refresh."""
         if self._limited and self.rate_limits is None:
             self.rate_limits = self._inherited_store or build_store(
-                self.config.rate_limit_store, fail_open=self.config.rate_limit_fail_open)
+                self.config.rate_limit_store, fail_open=self.config.rate_limit_fail_open,
+                on_degraded=self._on_rate_limit_degraded)
         for pool in self.pools.values():
             await pool.start()
         if self.authenticator is not None:

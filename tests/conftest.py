@@ -10,7 +10,8 @@ raises on 4xx/5xx. Everything is stopped at teardown.
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse

@@ -353,3 +353,17 @@ async def test_a_reload_keeps_rate_limit_budgets(start_upstream: Any, gateway_pr
     reloaded = await http(gateway.admin_url + "/-/reload", method="POST", body=b"")
     assert reloaded.code == 200
     assert (await http(gateway.url + "/limited")).code == 429
+
+
+@pytest.mark.timeout(seconds=30)
+async def test_requests_let_through_by_fail_open_are_counted(
+        start_upstream: Any, gateway_process: Any, http: Fetch) -> None:
+    upstream = start_upstream(answering("ok"))
+    limited = "  - {name: limited, path: /limited, upstream: backend, auth: none, " \
+              "rate_limit: {requests: 1, window_seconds: 60, key: ip}}"
+    text = config(upstream.url, extra_routes=limited).rstrip() + \
+        f"\n    rate_limit_store: redis://127.0.0.1:{stopped_port()}/0\n    rate_limit_fail_open: true\n"
+    gateway = await gateway_process(text)
+    assert [(await http(gateway.url + "/limited")).code for _ in range(3)] == [200, 200, 200]
+    found = await scrape(http, gateway)
+    assert found[("gateway_rate_limit_fail_open_total", ())] == 3
