@@ -27,6 +27,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     values,
 )
@@ -51,6 +52,7 @@ class Metrics:
     """
 
     def __init__(self, multiprocess_dir: str | None = None) -> None:
+        disable_created_metrics()  # *_created series double the page and serve no dashboard
         self.multiprocess_dir = multiprocess_dir if multiprocess_dir is not None else os.environ.get(MULTIPROC_ENV)
         if self.multiprocess_dir and values.ValueClass is values.MutexValue:
             raise RuntimeError(f"prometheus_client was imported before {MULTIPROC_ENV} was set")
