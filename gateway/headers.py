@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from tornado.httputil import HTTPHeaders
 
@@ -35,6 +36,11 @@ FORWARDING_HEADERS = frozenset({
     "x-request-id", "traceparent", "content-length",
 })
 
+# Ids must be unique, not secret: a seeded PRNG per process (reseeded after fork) instead of a
+# getrandom() syscall for each of the three ids a request may need.
+_rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)
+_random_bits = _rng.getrandbits
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -43,7 +49,7 @@ def request_id_from(client_value: str | None) -> str:
     """The client's X-Request-Id when it is 1-128 of ``[A-Za-z0-9._-]``, else a new one."""
     if client_value and _REQUEST_ID.match(client_value):
         return client_value
-    return os.urandom(16).hex()
+    return f"{_random_bits(128):032x}"
 
 
 def traceparent_from(client_value: str | None) -> str:
@@ -52,7 +58,7 @@ def traceparent_from(client_value: str | None) -> str:
         m = _TRACEPARENT.match(client_value)
         if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
             return client_value
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    return f"00-{_random_bits(128):032x}-{_random_bits(64) or 1:016x}-01"
 
 
 def connection_listed(headers: HTTPHeaders) -> frozenset[str]:
@@ -128,5 +134,3 @@ class TrustedProxies:
         return f"{', '.join(chain)}, {peer}", client
 
 
-def header_items(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(headers.items())

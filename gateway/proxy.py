@@ -42,7 +42,7 @@ from .errors import (
 from .headers import request_id_from, traceparent_from
 from .ratelimit import limit_key
 from .runtime import RoutePlan, Runtime, RuntimeHolder
-from .upstream.client import BodyStream, ResponseInterrupted
+from .upstream.client import BodyStream, ResponseInterrupted, pin_nodelay
 from .upstream.forward import ForwardEvents, forward
 from .upstream.pool import Target, UpstreamPool
 
@@ -146,6 +146,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         self.holder.in_flight += 1
         self._counted = True
         self.runtime = self.holder.runtime
+        pin_nodelay(self.request.connection.stream)  # type: ignore[union-attr]
         request = self.request
         ctx = self.ctx
         ctx.request_id = request_id_from(request.headers.get("X-Request-Id"))

@@ -219,6 +219,8 @@ class GatewayServer:
                 await server.close_all_connections()
         await self.holder.runtime.stop()
         self.client.close()
+        if self.holder.access_log is not None:
+            self.holder.access_log.flush()
 
     # --- internals ---
 
@@ -250,6 +252,8 @@ class GatewayServer:
         from .cli import configure_logging
 
         configure_logging(config)
+        if self.holder.access_log is not None:
+            self.holder.access_log.flush()
         self.holder.access_log = (self.holder.access_log or AccessLog()) if config.logging.access_log else None
 
 

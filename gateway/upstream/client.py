@@ -42,7 +42,7 @@ from tornado.tcpclient import TCPClient
 from ..config import Origin
 from ..errors import BadGateway, UpstreamConnectError, UpstreamTimeout
 
-__all__ = ["UpstreamClient", "BodyStream", "ResponseSink", "ResponseInterrupted", "Exchange"]
+__all__ = ["UpstreamClient", "BodyStream", "ResponseSink", "ResponseInterrupted", "Exchange", "pin_nodelay"]
 
 log = logging.getLogger("gateway.upstream")
 
@@ -210,7 +210,7 @@ class UpstreamClient:
             raise UpstreamConnectError(f"cannot connect to {origin}: {_describe(reason)}", refused=True) from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamConnectError(f"cannot connect to {origin}: {_describe(exc)}", refused=True) from exc
-        stream.set_nodelay(True)
+        pin_nodelay(stream)
         return stream
 
     def _take_idle(self, origin: Origin) -> tuple[IOStream | None, bool]:
@@ -406,6 +406,23 @@ class _ResponseReader(httputil.HTTPMessageDelegate):
 
     def on_connection_close(self) -> None:
         pass
+
+
+def pin_nodelay(stream: IOStream) -> None:
+    """Turn TCP_NODELAY on for good.
+
+    HTTP1Connection switches it on to finish each message and off again after, two
+    setsockopt calls per message on each leg; a proxy writes every message in one go,
+    so Nagle's algorithm never helps it. Measured in README, Performance. Idempotent.
+    """
+    if stream.set_nodelay is _nodelay_pinned:
+        return
+    stream.set_nodelay(True)
+    stream.set_nodelay = _nodelay_pinned  # type: ignore[method-assign]
+
+
+def _nodelay_pinned(value: bool) -> None:
+    pass
 
 
 def _discard(idle: list[tuple[IOStream, float]], entry: tuple[IOStream, float]) -> None:
