@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.config import CorsConfig
+from gateway.headers import header_value
 
 __all__ = ["CorsPolicy"]
 
@@ -74,8 +75,8 @@ class CorsPolicy:
         """True for ``OPTIONS`` with both ``Origin`` and ``Access-Control-Request-Method``."""
         return (
             method == "OPTIONS"
-            and _header(headers, "Origin") is not None
-            and _header(headers, "Access-Control-Request-Method") is not None
+            and header_value(headers, "Origin") is not None
+            and header_value(headers, "Access-Control-Request-Method") is not None
         )
 
     def preflight_headers(
@@ -111,14 +112,3 @@ class CorsPolicy:
 
     def _origin_allowed(self, origin: str) -> bool:
         return self._allow_any_origin or origin.lower() in self._origins
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)  # tornado's HTTPHeaders is case-insensitive already
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, candidate in headers.items():
-        if key.lower() == lowered:
-            return candidate
-    return None

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from tornado.httputil import HTTPHeaders
 
@@ -23,6 +23,7 @@ __all__ = [
     "request_id_from",
     "traceparent_from",
     "copy_headers",
+    "header_value",
 ]
 
 # RFC 9110 §7.6.1 plus the legacy Proxy-* family. Names are lower-case.
@@ -134,3 +135,13 @@ class TrustedProxies:
         return f"{', '.join(chain)}, {peer}", client
 
 
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """``headers[name]`` matched case-insensitively, also for a plain dict."""
+    value = headers.get(name)  # tornado's HTTPHeaders is case-insensitive already
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, candidate in headers.items():
+        if key.lower() == lowered:
+            return candidate
+    return None

@@ -52,7 +52,6 @@ log = logging.getLogger("gateway")
 
 MAX_REQUEST_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-_JSON_TYPES = ("application/json", "+json")
 
 
 class GatewayHandler(RequestHandler):
@@ -113,7 +112,7 @@ class GatewayHandler(RequestHandler):
         if isinstance(exc, GatewayError):
             self.fail(exc)
         elif isinstance(exc, HTTPError) or exc is None:
-            self.fail(_from_status(status_code, self))
+            self.fail(_from_status(status_code))
         else:
             self.fail(InternalError())
 
@@ -402,7 +401,7 @@ def _check_json(body: bytes, content_type: str) -> None:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
 
 
-def _from_status(status: int, handler: RequestHandler) -> GatewayError:
+def _from_status(status: int) -> GatewayError:
     """Tornado's own refusals (unknown method, malformed request) in our vocabulary."""
     if status == 405:
         return MethodNotAllowed(list(ProxyHandler.SUPPORTED_METHODS))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config import RateLimitConfig
+from gateway.headers import header_value
 
 __all__ = ["Decision", "MemoryStore", "RateLimitStore", "build_store", "limit_key"]
 
@@ -151,7 +152,7 @@ def limit_key(
             return f"{route_name}:sub:{subject}"
     elif kind.startswith("header:") and len(kind) > len("header:"):
         name = kind[len("header:") :]
-        value = _header(headers, name)
+        value = header_value(headers, name)
         if value:
             digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
             return f"{route_name}:hdr:{name.lower()}:{digest}"
@@ -184,14 +185,3 @@ def gcra_decision(
         reset_seconds=max(0, reset_us) / 1_000_000,
         retry_after_seconds=0.0 if allowed else max(0, retry_us) / 1_000_000,
     )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)  # tornado's HTTPHeaders is case-insensitive already
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, candidate in headers.items():
-        if key.lower() == lowered:
-            return candidate
-    return None
