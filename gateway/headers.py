@@ -62,12 +62,9 @@ def traceparent_from(client_value: str | None) -> str:
     return f"00-{_random_bits(128):032x}-{_random_bits(64) or 1:016x}-01"
 
 
-def connection_listed(headers: HTTPHeaders) -> frozenset[str]:
-    """Hop-by-hop names for this message: the fixed set plus what its Connection header names."""
-    connection = headers.get("Connection")
-    if not connection:
-        return HOP_BY_HOP
-    return HOP_BY_HOP | {token.strip().lower() for token in connection.split(",") if token.strip()}
+def connection_listed(connection: str) -> frozenset[str]:
+    """The header names a Connection header value lists (they are hop-by-hop for this message)."""
+    return frozenset(token.strip().lower() for token in connection.split(",") if token.strip())
 
 
 def copy_headers(source: HTTPHeaders, drop: frozenset[str]) -> HTTPHeaders:
@@ -85,12 +82,13 @@ class HeaderPlan:
     __slots__ = ("drop", "set_items")
 
     def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = ()) -> None:
-        self.drop = frozenset(h.lower() for h in (*always_drop, *rules.remove, *rules.set))
+        self.drop = frozenset(h.lower() for h in (*HOP_BY_HOP, *always_drop, *rules.remove, *rules.set))
         self.set_items: tuple[tuple[str, str], ...] = tuple(rules.set.items())
 
     def apply(self, source: HTTPHeaders) -> HTTPHeaders:
         """Copy ``source`` without hop-by-hop and dropped fields, then add the route's own values."""
-        drop = self.drop | connection_listed(source) if "Connection" in source else self.drop | HOP_BY_HOP
+        connection = source.get("Connection")
+        drop = self.drop | connection_listed(connection) if connection else self.drop
         out = copy_headers(source, drop)
         for name, value in self.set_items:
             out[name] = value

@@ -19,7 +19,7 @@ from .aggregate import AggregatePlan
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .cors import CorsPolicy
-from .headers import FORWARDING_HEADERS, HOP_BY_HOP, HeaderPlan, TrustedProxies
+from .headers import FORWARDING_HEADERS, HeaderPlan, TrustedProxies
 from .ratelimit import RateLimitStore, build_store
 from .routing import RouteTable
 from .upstream.client import UpstreamClient
@@ -91,7 +91,7 @@ class Runtime:
         self._ssl = {name: _ssl_context(u) for name, u in config.upstreams.items() if _uses_tls(u)}
         global_cors = CorsPolicy(config.cors) if config.cors is not None else None
         identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
-        drop_upstream = (*HOP_BY_HOP, *FORWARDING_HEADERS, *identity_headers)
+        drop_upstream = (*FORWARDING_HEADERS, *identity_headers)
         if self.authenticator is not None and not self.authenticator.forward_authorization:
             drop_upstream = (*drop_upstream, "authorization")
         self.plans: dict[str, RoutePlan] = {}
@@ -101,7 +101,7 @@ class Runtime:
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
                 request_headers=HeaderPlan(route.request_headers, drop_upstream),
-                response_headers=HeaderPlan(route.response_headers, HOP_BY_HOP),
+                response_headers=HeaderPlan(route.response_headers),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
                 timeouts=Timeouts(
                     connect_seconds=target_upstream.connect_timeout_seconds if target_upstream else 2.0,
