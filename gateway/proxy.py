@@ -137,6 +137,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
     _body_stream: BodyStream | None = None
     _forwarding: asyncio.Future[None] | None = None
     _abort_upstream: Any = None
+    _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
 
     _counted = False
@@ -161,8 +162,8 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             raise UriTooLong()
         if sum(len(k) + len(v) + 4 for k, v in request.headers.get_all()) > MAX_HEADER_BYTES:
             raise HeadersTooLarge()
-        ctx.client_ip = runtime.trusted_proxies.forwarded_for(
-            request.remote_ip or "", request.headers.get("X-Forwarded-For"))[1]
+        self._forwarded_for, ctx.client_ip = runtime.trusted_proxies.forwarded_for(
+            request.remote_ip or "", request.headers.get("X-Forwarded-For"))
         method = request.method or "GET"
         cors = None
         preflight_method = request.headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
@@ -302,8 +303,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added."""
         ctx, request = self.ctx, self.request
         headers = plan.request_headers.apply(request.headers)
-        headers["X-Forwarded-For"] = self.runtime.trusted_proxies.forwarded_for(
-            request.remote_ip or "", request.headers.get("X-Forwarded-For"))[0]
+        headers["X-Forwarded-For"] = self._forwarded_for
         headers["X-Forwarded-Proto"] = request.protocol
         headers["X-Forwarded-Host"] = request.host or ""
         if ctx.match is not None and ctx.match.stripped_prefix:
