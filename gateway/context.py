@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,24 +13,21 @@ class RequestContext:
     """What is known about one request; filled in step by step, read by logs and metrics."""
 
     __slots__ = (
-        "request_id", "started", "client_ip", "match", "identity", "upstream", "target",
-        "status", "bytes_in", "bytes_out", "response_headers", "traceparent",
+        "request_id", "client_ip", "match", "identity", "upstream", "target",
+        "bytes_in", "bytes_out", "response_headers",
     )
 
     def __init__(self, request_id: str, client_ip: str) -> None:
         self.request_id = request_id
-        self.started = time.perf_counter()
         self.client_ip = client_ip
         self.match: Match | None = None
         self.identity: Identity | None = None
         self.upstream: str | None = None
         self.target: str | None = None
-        self.status = 0
         self.bytes_in = 0
         self.bytes_out = 0
         # Headers every answer carries, gateway-made or relayed (rate-limit state, CORS).
         self.response_headers: dict[str, str] = {}
-        self.traceparent = ""
 
     @property
     def route_name(self) -> str:
@@ -40,6 +36,3 @@ class RequestContext:
     @property
     def subject(self) -> str | None:
         return self.identity.subject if self.identity is not None else None
-
-    def duration_seconds(self) -> float:
-        return time.perf_counter() - self.started

@@ -309,8 +309,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         if ctx.match is not None and ctx.match.stripped_prefix:
             headers["X-Forwarded-Prefix"] = ctx.match.stripped_prefix
         headers["X-Request-Id"] = ctx.request_id
-        ctx.traceparent = traceparent_from(request.headers.get("traceparent"))
-        headers["traceparent"] = ctx.traceparent
+        headers["traceparent"] = traceparent_from(request.headers.get("traceparent"))
         if ctx.identity is not None:
             for name, value in ctx.identity.headers:
                 headers[name] = value
@@ -363,7 +362,6 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             # as 499 (nginx's "client closed request") when no answer had started.
             if not self._headers_written:
                 self._status_code = 499
-            self.ctx.status = self._status_code
             self.application.log_request(self)
 
     def _stop_forwarding(self) -> None:
@@ -377,7 +375,6 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
 
     def on_finish(self) -> None:
         self._uncount()
-        self.ctx.status = self.get_status()
 
 
 def _merge_vary(existing: list[str], added: str) -> str:

@@ -138,9 +138,6 @@ class Runtime:
         """Config loaded and every upstream has a healthy target."""
         return all(pool.ready() for pool in self.pools.values())
 
-    def ssl_context_for(self, upstream: str) -> ssl.SSLContext | None:
-        return self._ssl.get(upstream)
-
 
 class RuntimeHolder:
     """A process's current runtime (replaced whole by a reload), its metrics, access log and counters.

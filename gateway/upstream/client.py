@@ -86,7 +86,6 @@ class BodyStream:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
         self._aborted = False
         self._producer_waiting = False
-        self.bytes_sent = 0
 
     async def put(self, chunk: bytes) -> None:
         if not self._aborted:
@@ -192,9 +191,6 @@ class UpstreamClient:
                 stream.close()
         self._idle.clear()
 
-    def idle_count(self, origin: Origin) -> int:
-        return len(self._idle.get(origin, ()))
-
     # --- connections ---
 
     async def _connect(self, origin: Origin, timeout: float, ssl_context: ssl.SSLContext | None) -> IOStream:
@@ -269,7 +265,6 @@ class UpstreamClient:
                 while (chunk := await body.get()) is not None:
                     reader.waiting_on_client = False
                     await conn.write(chunk)
-                    body.bytes_sent += len(chunk)
                     reader.touch()
                     reader.waiting_on_client = True
                 reader.waiting_on_client = False
