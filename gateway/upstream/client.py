@@ -78,8 +78,9 @@ class ResponseInterrupted(Exception):
 class BodyStream:
     """A request body handed from the client connection to the upstream one, chunk by chunk.
 
-    :meth:`put` returns only once the consumer has taken the chunk, so at most
-    one chunk waits here: the client is read as fast as the upstream accepts.
+    :meth:`put` returns once its chunk is queued, that is once the consumer has
+    taken the previous one, so at most one chunk waits here while another is
+    being written: the client is read as fast as the upstream accepts.
     """
 
     def __init__(self) -> None:
@@ -97,8 +98,12 @@ class BodyStream:
 
     def close(self) -> None:
         """The body is complete."""
-        if not self._aborted:
-            self._queue.put_nowait(None) if not self._queue.full() else asyncio.ensure_future(self._queue.put(None))
+        if self._aborted:
+            return
+        if self._queue.full():  # the last chunk is not taken yet: the end marker queues behind it
+            asyncio.ensure_future(self._queue.put(None))
+        else:
+            self._queue.put_nowait(None)
 
     def abort(self) -> None:
         """Either side gave up: release a waiting producer, drop what is queued, wake a waiting consumer."""
@@ -125,12 +130,10 @@ class BodyStream:
 class Exchange:
     """What :meth:`UpstreamClient.send` reports about a finished exchange."""
 
-    __slots__ = ("status", "reused", "bytes_received")
+    __slots__ = ("status",)
 
-    def __init__(self, status: int, reused: bool, bytes_received: int) -> None:
+    def __init__(self, status: int) -> None:
         self.status = status
-        self.reused = reused
-        self.bytes_received = bytes_received
 
 
 class UpstreamClient:
@@ -294,7 +297,7 @@ class UpstreamClient:
                 self._release(origin, stream, max_idle)
             else:
                 stream.close()
-            return Exchange(reader.status, reused, reader.bytes_received)
+            return Exchange(reader.status)
         stream.close()
         if reader.started:
             why = "timed out" if reader.timed_out else "closed the connection"
@@ -323,7 +326,6 @@ class _ResponseReader(httputil.HTTPMessageDelegate):
         self.keep_alive = False
         self.timed_out = False
         self.waiting_on_client = False
-        self.bytes_received = 0
         self.sink_error: BaseException | None = None
         self._loop = IOLoop.current()
         self._last_activity = self._loop.time()
@@ -374,7 +376,6 @@ class _ResponseReader(httputil.HTTPMessageDelegate):
         if self.sink_error is not None:
             return None
         self.touch()
-        self.bytes_received += len(chunk)
         try:
             pending = self.sink.on_body(chunk)
         except Exception as exc:
