@@ -86,6 +86,16 @@ class GatewayHandler(RequestHandler):
             return done
         return super().finish(chunk)
 
+    def stamp(self, out: httputil.HTTPHeaders) -> None:
+        """Add what every answer carries: X-Request-Id and the context's headers (rate-limit, CORS),
+        a ``Vary`` merged with one already there."""
+        if self.ctx.request_id:
+            out["X-Request-Id"] = self.ctx.request_id
+        for name, value in self.ctx.response_headers.items():
+            if name == "Vary" and "Vary" in out:
+                value = _merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
+            out[name] = value
+
     def fail(self, error: GatewayError) -> None:
         """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
         if self._finished or self._client_gone:
@@ -99,10 +109,7 @@ class GatewayHandler(RequestHandler):
         headers = self._headers
         headers["Content-Type"] = "application/json"
         headers["Cache-Control"] = "no-store"
-        if self.ctx.request_id:
-            headers["X-Request-Id"] = self.ctx.request_id
-        for name, value in self.ctx.response_headers.items():
-            headers[name] = value
+        self.stamp(headers)
         for name, value in error.headers.items():
             headers[name] = value
         self.finish(render_error(error, self.ctx.request_id))
@@ -165,7 +172,6 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         self._forwarded_for, ctx.client_ip = runtime.trusted_proxies.forwarded_for(
             request.remote_ip or "", request.headers.get("X-Forwarded-For"))
         method = request.method or "GET"
-        cors = None
         preflight_method = request.headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
         match = runtime.routes.match(preflight_method or method, request.host or "", request.path)
         ctx.match = match
@@ -180,7 +186,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
                 self.set_status(204)
                 for name, value in (allowed or {}).items():
                     self._headers[name] = value
-                self._headers["X-Request-Id"] = ctx.request_id
+                self.stamp(self._headers)
                 self.finish()
                 return
             ctx.response_headers.update(cors.response_headers(origin))
@@ -293,10 +299,8 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         self.set_status(200)
         out = self._headers
         out["Content-Type"] = "application/json"
-        out["X-Request-Id"] = ctx.request_id
         out["X-Gateway-Completed"] = "true" if result.completed else "false"
-        for name, value in ctx.response_headers.items():
-            out[name] = value
+        self.stamp(out)
         self.finish(result.body)
 
     def upstream_headers(self, plan: RoutePlan) -> httputil.HTTPHeaders:
@@ -333,11 +337,7 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         self._status_code = status
         self._reason = reason or httputil.responses.get(status, "Unknown")
         out = self.plan.response_headers.apply(headers)  # type: ignore[union-attr]
-        out["X-Request-Id"] = self.ctx.request_id
-        for name, value in self.ctx.response_headers.items():
-            if name == "Vary" and "Vary" in out:
-                value = _merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
-            out[name] = value
+        self.stamp(out)
         self._headers = out
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None:
