@@ -138,33 +138,31 @@ def _substitute(value: Any, path: str, environ: Mapping[str, str], problems: _Pr
     result = _ENV_REF.sub(replace, value)
     if _ENV_REF.fullmatch(value) and result.strip():
         typed = yaml.safe_load(result)
-        if isinstance(typed, int) and not isinstance(typed, bool):
-            return _EnvInt(typed, result)
-        if isinstance(typed, float):
-            return _EnvFloat(typed, result)
         if isinstance(typed, bool) or typed is None:
             return typed
+        if isinstance(typed, (int, float)):
+            return _remembering(typed, result)
     return result
 
 
-class _EnvInt(int):
+class _EnvText:
     """A number from the environment that remembers its text, for string keys (``secret: ${S}``)."""
 
     text: str
 
-    def __new__(cls, value: int, text: str) -> _EnvInt:
-        obj = super().__new__(cls, value)
-        obj.text = text
-        return obj
+
+class _EnvInt(_EnvText, int):
+    pass
 
 
-class _EnvFloat(float):
-    text: str
+class _EnvFloat(_EnvText, float):
+    pass
 
-    def __new__(cls, value: float, text: str) -> _EnvFloat:
-        obj = super().__new__(cls, value)
-        obj.text = text
-        return obj
+
+def _remembering(number: int | float, text: str) -> _EnvInt | _EnvFloat:
+    typed = _EnvFloat(number) if isinstance(number, float) else _EnvInt(number)
+    typed.text = text
+    return typed
 
 
 # --- scalar parsers: each takes (value) and returns the typed value or raises _Invalid ---
@@ -199,7 +197,7 @@ def _seconds(minimum: float = 0.0, allow_zero: bool = False) -> Callable[[Any], 
 
 def _str(choices: tuple[str, ...] | None = None, nonempty: bool = True) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        if isinstance(value, (_EnvInt, _EnvFloat)):
+        if isinstance(value, _EnvText):
             value = value.text  # a string key set from the environment keeps the text as written
         if not isinstance(value, str):
             raise _Invalid(f"expected a string, got {_kind(value)}")
