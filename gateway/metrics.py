@@ -98,10 +98,10 @@ class Metrics:
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request (called once, from the access-log hook)."""
-        key = (route, method, status)
+        label = method if method in KNOWN_METHODS else "OTHER"  # the key too: client-chosen methods must not grow it
+        key = (route, label, status)
         child = self._requests.get(key)
         if child is None:
-            label = method if method in KNOWN_METHODS else "OTHER"
             child = self._requests[key] = self.requests.labels(route, label, str(status))
         child.inc()
         duration = self._durations.get(route)

@@ -117,3 +117,11 @@ def test_the_holder_counts_each_finished_request_and_logs_it() -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["route"], e["status"], e["bytes_out"], e["duration_ms"]) for e in lines] == [
         (None, 404, 80, 15.0), ("/-/health", 200, 0, 15.0)]
+
+
+def test_client_chosen_methods_share_one_cached_child() -> None:
+    metrics = Metrics()
+    for i in range(50):
+        metrics.request_done("", f"BREW{i}", 405, 0.001)
+    assert len(metrics._requests) == 1
+    assert samples(metrics)[("gateway_requests_total", (("method", "OTHER"), ("route", ""), ("status", "405")))] == 50
