@@ -1,6 +1,14 @@
-"""ProxyHandler: a thin conductor of the policy steps, then the streamed forward.
+"""The main listener: each request is a :class:`ProxyRequest`, a conductor of the policy steps, then the forward.
 
-The policy order is written once, in :meth:`ProxyHandler.admit`: request id →
+Why not a ``tornado.web.RequestHandler``: the main listener answers two fixed
+paths and proxies everything else, so Application routing, the handler's
+output buffer, its ``_execute`` coroutine and its flush/finish plumbing are
+pure cost there (measured in README, Performance). A :class:`ProxyRequest` is
+the ``HTTPMessageDelegate`` Tornado's ``HTTP1Connection`` calls directly: the
+headers (policy runs before any body byte is read), the body chunks (with flow
+control), the end of the request, a closed connection.
+
+The policy order is written once, in :meth:`ProxyRequest.admit`: request id →
 route → CORS preflight → auth → scopes → rate limit → body rules → forward.
 
 The response-started line: until the first byte of an answer goes to the
@@ -17,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from asyncio import Future
+import time
 from collections.abc import Awaitable
 from typing import Any
 
 from tornado import httputil
 from tornado.escape import json_decode
-from tornado.web import HTTPError, RequestHandler, stream_request_body
+from tornado.http1connection import HTTP1Connection
 
 from .context import RequestContext
 from .errors import (
@@ -35,6 +43,7 @@ from .errors import (
     InvalidJson,
     MethodNotAllowed,
     MissingToken,
+    NoHealthyUpstream,
     RateLimited,
     UriTooLong,
     render_error,
@@ -46,160 +55,163 @@ from .upstream.client import BodyStream, ResponseInterrupted
 from .upstream.forward import ForwardEvents, forward
 from .upstream.pool import Target, UpstreamPool
 
-__all__ = ["ProxyHandler", "GatewayHandler", "MAX_REQUEST_LINE_BYTES", "MAX_HEADER_BYTES"]
+__all__ = ["MainListener", "ProxyRequest", "MAX_REQUEST_LINE_BYTES", "MAX_HEADER_BYTES", "SUPPORTED_METHODS"]
 
 log = logging.getLogger("gateway")
 
 MAX_REQUEST_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
+SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class GatewayHandler(RequestHandler):
-    """Base of every handler on the main listener: JSON errors, no Tornado defaults added."""
+class MainListener(httputil.HTTPServerConnectionDelegate):
+    """What Tornado's HTTPServer calls for each request on the main listener."""
 
-    ctx: RequestContext
-
-    def initialize(self, holder: RuntimeHolder) -> None:
+    def __init__(self, holder: RuntimeHolder) -> None:
         self.holder = holder
-        self.ctx = RequestContext("", self.request.remote_ip or "")
 
-    def clear(self) -> None:
-        # Tornado's defaults (Server, Content-Type: text/html) must not leak into relayed answers.
-        self._headers = httputil.HTTPHeaders()
-        self._write_buffer: list[bytes] = []
-        self._status_code = 200
-        self._reason = "OK"
-
-    def compute_etag(self) -> None:
-        return None
-
-    def flush(self, include_footers: bool = False) -> Future[None]:
-        self.ctx.bytes_out += sum(map(len, self._write_buffer))  # every body byte passes here: for the access log
-        return super().flush(include_footers)
-
-    _client_gone = False
-
-    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
-        if self._client_gone:  # nobody to answer, and on_connection_close already logged the request
-            done: Future[None] = Future()
-            done.set_result(None)
-            return done
-        return super().finish(chunk)
-
-    def stamp(self, out: httputil.HTTPHeaders) -> None:
-        """Add what every answer carries: X-Request-Id and the context's headers (rate-limit, CORS),
-        a ``Vary`` merged with one already there."""
-        if self.ctx.request_id:
-            out["X-Request-Id"] = self.ctx.request_id
-        for name, value in self.ctx.response_headers.items():
-            if name == "Vary" and "Vary" in out:
-                value = _merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
-            out[name] = value
-
-    def fail(self, error: GatewayError) -> None:
-        """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
-        if self._finished or self._client_gone:
-            return
-        if self._headers_written:
-            log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.message)
-            self.request.connection.close()  # type: ignore[union-attr]
-            return
-        self.clear()
-        self.set_status(error.status)
-        headers = self._headers
-        headers["Content-Type"] = "application/json"
-        headers["Cache-Control"] = "no-store"
-        self.stamp(headers)
-        for name, value in error.headers.items():
-            headers[name] = value
-        self.finish(render_error(error, self.ctx.request_id))
-
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, GatewayError):
-            self.fail(exc)
-        elif isinstance(exc, HTTPError) or exc is None:
-            self.fail(_from_status(status_code))
-        else:
-            self.fail(InternalError())
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, GatewayError):
-            return
-        if isinstance(value, HTTPError):
-            log.info("request_id=%s refused by tornado: %s", self.ctx.request_id, value)
-            return
-        log.error("request_id=%s internal error", self.ctx.request_id, exc_info=(typ, value, tb))
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> ProxyRequest:
+        return ProxyRequest(self.holder, request_conn)  # type: ignore[arg-type]
 
 
-@stream_request_body
-class ProxyHandler(GatewayHandler, ForwardEvents):
-    """Every request on the main listener that is not a /-/ endpoint."""
-
-    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
+class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
+    """One request on the main listener, from its headers to the access-log line."""
 
     runtime: Runtime
+    headers: httputil.HTTPHeaders
     plan: RoutePlan | None = None
+    method = "GET"
+    path = ""
+    query = ""
+    host = ""
+    route_label = ""  # the metrics/access-log label of a /-/ endpoint, which has no route
+    # the answer
+    status = 200
+    reason = "OK"
+    out: httputil.HTTPHeaders | None = None  # the answer's headers, until they are written
+    headers_written = False
+    ended = False  # the answer is complete
+    client_gone = False
+    # the body and the forward
     _body_chunks: list[bytes] | None = None
     _body_stream: BodyStream | None = None
     _forwarding: asyncio.Future[None] | None = None
     _abort_upstream: Any = None
     _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
-
     _counted = False
+    _active = False  # headers received: a delegate waiting on an idle keep-alive connection is not
 
-    async def prepare(self) -> None:
+    def __init__(self, holder: RuntimeHolder, conn: HTTP1Connection) -> None:
+        self.holder = holder
+        self.conn = conn
+        context = conn.context
+        self.remote_ip: str = getattr(context, "remote_ip", "") or ""
+        self.protocol: str = getattr(context, "protocol", "http")
+        self.ctx = RequestContext("", self.remote_ip)
+        conn.set_close_callback(self.on_connection_close)
+
+    # --- HTTPMessageDelegate: what the client sends ---
+
+    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        self.started = time.perf_counter()
+        self._active = True
+        self.method = start_line.method
+        self.uri = start_line.path
+        self.path, _, self.query = start_line.path.partition("?")
+        self.host = headers.get("Host") or "127.0.0.1"
+        self.headers = headers
+        self.ctx.request_id = request_id_from(headers.get("X-Request-Id"))
+        pin_nodelay(self.conn.stream)
+        if self.path in _ENDPOINTS:
+            self._endpoint(self.path)
+            return None
         self.holder.in_flight += 1
         self._counted = True
         self.runtime = self.holder.runtime
-        pin_nodelay(self.request.connection.stream)  # type: ignore[union-attr]
-        request = self.request
+        return self._admit()
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.ended:
+            return None  # answered already (refused): the rest of the body is read and dropped
         ctx = self.ctx
-        ctx.request_id = request_id_from(request.headers.get("X-Request-Id"))
+        ctx.bytes_in += len(chunk)
+        if ctx.bytes_in > self._body_limit:
+            # Answered here, not raised: a raise from data_received would drop the connection unanswered.
+            self._stop_forwarding()
+            self.fail(BodyTooLarge(f"request body exceeds {self._body_limit} bytes"))
+            return None
+        if self._body_stream is not None:
+            return self._body_stream.put(chunk)
+        if self._body_chunks is not None:
+            self._body_chunks.append(chunk)
+        return None
+
+    def finish(self) -> None:
+        """The whole request has been read: relay it (a streamed body is already on its way)."""
+        if self._active and not self.ended and not self.client_gone:
+            asyncio.ensure_future(self._run())
+
+    def on_connection_close(self) -> None:
+        if not self._active or self.client_gone or self.ended:
+            return
+        self._uncount()
+        self._stop_forwarding()
+        self.client_gone = True
+        # The access log and metrics still count it, as 499 (nginx's "client closed request")
+        # when no answer had started.
+        if not self.headers_written:
+            self.status = 499
+        self._log()
+
+    # --- policy ---
+
+    async def _admit(self) -> None:
         try:
             await self.admit()
         except GatewayError as error:
             self.fail(error)
+        except Exception:
+            self._bug()
 
     async def admit(self) -> None:
         """The policy steps, in order. Raises a GatewayError to refuse the request."""
-        request, ctx, runtime = self.request, self.ctx, self.runtime
-        if len(request.uri or "") + len(request.method or "") + 10 > MAX_REQUEST_LINE_BYTES:
+        ctx, runtime, headers, method = self.ctx, self.runtime, self.headers, self.method
+        if method not in SUPPORTED_METHODS:
+            raise MethodNotAllowed(SUPPORTED_METHODS)
+        if len(self.uri) + len(method) + 10 > MAX_REQUEST_LINE_BYTES:
             raise UriTooLong()
-        if sum(len(k) + len(v) + 4 for k, v in request.headers.get_all()) > MAX_HEADER_BYTES:
+        if sum(len(k) + len(v) + 4 for k, v in headers.get_all()) > MAX_HEADER_BYTES:
             raise HeadersTooLarge()
         self._forwarded_for, ctx.client_ip = runtime.trusted_proxies.forwarded_for(
-            request.remote_ip or "", request.headers.get("X-Forwarded-For"))
-        method = request.method or "GET"
-        preflight_method = request.headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
-        match = runtime.routes.match(preflight_method or method, request.host or "", request.path)
+            self.remote_ip, headers.get("X-Forwarded-For"))
+        preflight_method = headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
+        match = runtime.routes.match(preflight_method or method, self.host, self.path)
         ctx.match = match
         plan = self.plan = runtime.plans[match.route.name]
         route = match.route
-        origin = request.headers.get("Origin")
+        origin = headers.get("Origin")
         if plan.cors is not None:
             cors = plan.cors
-            if origin and preflight_method and cors.is_preflight(method, request.headers):
+            if origin and preflight_method and cors.is_preflight(method, headers):
                 allowed = cors.preflight_headers(origin, preflight_method,
-                                                 request.headers.get("Access-Control-Request-Headers"))
-                self.set_status(204)
-                for name, value in (allowed or {}).items():
-                    self._headers[name] = value
-                self.stamp(self._headers)
-                self.finish()
+                                                 headers.get("Access-Control-Request-Headers"))
+                self.respond(204, httputil.HTTPHeaders(allowed or {}))
                 return
             ctx.response_headers.update(cors.response_headers(origin))
         authenticator = runtime.authenticator
         if route.auth != "none" and authenticator is not None:
-            ctx.identity = await authenticator.authenticate(request.headers.get("Authorization"))
+            ctx.identity = await authenticator.authenticate(headers.get("Authorization"))
             if ctx.identity is None:
                 if route.auth == "required":
                     raise MissingToken()
             elif route.scopes:
                 authenticator.check_scopes(ctx.identity, route.scopes)
         if route.rate_limit is not None and runtime.rate_limits is not None:
-            key = limit_key(route.rate_limit, route.name, ctx.subject, ctx.client_ip, request.headers)
+            key = limit_key(route.rate_limit, route.name, ctx.subject, ctx.client_ip, headers)
             decision = await runtime.rate_limits.hit(key, route.rate_limit.requests, route.rate_limit.window_seconds)
             ctx.response_headers.update(decision.headers())
             if not decision.allowed:
@@ -209,10 +221,10 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
 
     def admit_body(self, plan: RoutePlan) -> None:
         """Choose how the body travels: none, buffered (replayable) or streamed."""
-        request = self.request
+        headers = self.headers
         limit = self._body_limit = self.runtime.server.max_body_bytes
-        declared = request.headers.get("Content-Length")
-        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        declared = headers.get("Content-Length")
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         if declared is not None:
             try:
                 length = int(declared)
@@ -224,30 +236,17 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             return
         else:
             length = -1
-        streamable = request.method in ("POST", "PUT", "PATCH") or length >= 0
+        streamable = self.method in ("POST", "PUT", "PATCH") or length >= 0
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
             return
         self._body_stream = BodyStream()
         self._forwarding = asyncio.ensure_future(self.forward(self._body_stream))
 
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        ctx = self.ctx
-        ctx.bytes_in += len(chunk)
-        if ctx.bytes_in > self._body_limit:
-            # Answered here, not raised: Tornado would log a raise from data_received as uncaught
-            # and drop the connection without an answer. The rest of the body is ignored.
-            if not self._finished:
-                self._stop_forwarding()
-                self.fail(BodyTooLarge(f"request body exceeds {self._body_limit} bytes"))
-            return None
-        if self._body_stream is not None:
-            return self._body_stream.put(chunk)
-        if self._body_chunks is not None:
-            self._body_chunks.append(chunk)
-        return None
+    # --- relaying ---
 
-    async def get(self, *args: str) -> None:
+    async def _run(self) -> None:
+        """Forward (or aggregate) and finish the answer; every failure ends as an answer or a close."""
         try:
             if self._forwarding is not None:
                 self._body_stream.close()  # type: ignore[union-attr]
@@ -257,33 +256,33 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
             else:
                 body = b"".join(self._body_chunks) if self._body_chunks else None
                 if body and self.plan is not None and self.plan.route.validate_json:
-                    _check_json(body, self.request.headers.get("Content-Type", ""))
+                    _check_json(body, self.headers.get("Content-Type", ""))
                 await self.forward(body)
         except GatewayError as error:
             self.fail(error)
             return
         except ResponseInterrupted as exc:
             log.info("request_id=%s %s", self.ctx.request_id, exc)
-            if not self._finished:
-                self.request.connection.close()  # type: ignore[union-attr]
+            if not self.ended:
+                self.conn.close()
             return
-        if not self._finished and not self._client_gone:
-            self.finish()
-
-    head = post = put = patch = delete = options = get
+        except Exception:
+            self._bug()
+            return
+        self.end()
 
     async def forward(self, body: bytes | BodyStream | None) -> None:
         """Send the request to the route's upstream (tries and retries in upstream.forward) and relay the answer."""
-        plan, ctx, request = self.plan, self.ctx, self.request
+        plan, ctx = self.plan, self.ctx
         if plan is None or plan.pool is None or ctx.match is None:
             raise InternalError()
         headers = self.upstream_headers(plan)
-        if isinstance(body, BodyStream) and "Content-Length" in request.headers:
-            headers["Content-Length"] = request.headers["Content-Length"]
-        query = request.query
+        if isinstance(body, BodyStream) and "Content-Length" in self.headers:
+            headers["Content-Length"] = self.headers["Content-Length"]
+        query = self.query
         ctx.upstream = plan.pool.name
         await forward(
-            plan.pool, self.runtime.client, method=request.method or "GET",
+            plan.pool, self.runtime.client, method=self.method,
             path=ctx.match.upstream_path + ("?" + query if query else ""),
             headers=headers, body=body, sink=self, timeouts=plan.timeouts, ssl_context=plan.ssl_context,
             on_connection=self._bind_abort, events=self,
@@ -296,24 +295,22 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         headers.pop("Content-Length", None)
         result = await plan.aggregate.run(  # type: ignore[union-attr]
             self.runtime.client, ctx.match.params if ctx.match else {}, headers, self)
-        self.set_status(200)
-        out = self._headers
+        out = httputil.HTTPHeaders()
         out["Content-Type"] = "application/json"
         out["X-Gateway-Completed"] = "true" if result.completed else "false"
-        self.stamp(out)
-        self.finish(result.body)
+        self.respond(200, out, result.body)
 
     def upstream_headers(self, plan: RoutePlan) -> httputil.HTTPHeaders:
         """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added."""
-        ctx, request = self.ctx, self.request
-        headers = plan.request_headers.apply(request.headers)
+        ctx, request_headers = self.ctx, self.headers
+        headers = plan.request_headers.apply(request_headers)
         headers["X-Forwarded-For"] = self._forwarded_for
-        headers["X-Forwarded-Proto"] = request.protocol
-        headers["X-Forwarded-Host"] = request.host or ""
+        headers["X-Forwarded-Proto"] = self.protocol
+        headers["X-Forwarded-Host"] = self.host
         if ctx.match is not None and ctx.match.stripped_prefix:
             headers["X-Forwarded-Prefix"] = ctx.match.stripped_prefix
         headers["X-Request-Id"] = ctx.request_id
-        headers["traceparent"] = traceparent_from(request.headers.get("traceparent"))
+        headers["traceparent"] = traceparent_from(request_headers.get("traceparent"))
         if ctx.identity is not None:
             for name, value in ctx.identity.headers:
                 headers[name] = value
@@ -334,35 +331,124 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
     # --- ResponseSink: the upstream's answer, relayed ---
 
     def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
-        self._status_code = status
-        self._reason = reason or httputil.responses.get(status, "Unknown")
+        self.status = status
+        self.reason = reason or httputil.responses.get(status, "Unknown")
         out = self.plan.response_headers.apply(headers)  # type: ignore[union-attr]
         self.stamp(out)
-        self._headers = out
+        self.out = out
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None:
-        self._write_buffer.append(chunk)
-        return self.flush()
+        if self.method == "HEAD" or not chunk:
+            return None
+        self.ctx.bytes_out += len(chunk)
+        if self.headers_written:
+            return self.conn.write(chunk)
+        return self._write_head(chunk)
 
     def _bind_abort(self, abort: Any) -> None:
         self._abort_upstream = abort
+
+    # --- answering ---
+
+    def stamp(self, out: httputil.HTTPHeaders) -> None:
+        """Add what every answer carries: X-Request-Id and the context's headers (rate-limit, CORS),
+        a ``Vary`` merged with one already there."""
+        if self.ctx.request_id:
+            out["X-Request-Id"] = self.ctx.request_id
+        for name, value in self.ctx.response_headers.items():
+            if name == "Vary" and "Vary" in out:
+                value = _merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
+            out[name] = value
+
+    def respond(self, status: int, out: httputil.HTTPHeaders, body: bytes = b"") -> None:
+        """A whole answer made by the gateway (not relayed), stamped."""
+        self.stamp(out)
+        self._answer(status, out, body)
+
+    def fail(self, error: GatewayError) -> None:
+        """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
+        if self.ended or self.client_gone:
+            return
+        if self.headers_written:
+            log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.message)
+            self.conn.close()
+            return
+        out = httputil.HTTPHeaders()
+        out["Content-Type"] = "application/json"
+        out["Cache-Control"] = "no-store"
+        self.stamp(out)
+        for name, value in error.headers.items():
+            out[name] = value
+        self._answer(error.status, out, render_error(error, self.ctx.request_id))
+
+    def end(self) -> None:
+        """Finish the answer (its headers first, if no body byte has sent them) and log the request."""
+        if self.ended or self.client_gone:
+            return
+        if not self.headers_written:
+            out = self.out if self.out is not None else httputil.HTTPHeaders()
+            if "Content-Length" not in out and self.status not in _NO_BODY_STATUSES:
+                out["Content-Length"] = "0"
+            self.out = out
+            self._write_head(None)
+        self.ended = True
+        self.conn.finish()
+        self._uncount()
+        self._log()
+
+    def _answer(self, status: int, out: httputil.HTTPHeaders, body: bytes) -> None:
+        self.status = status
+        self.reason = httputil.responses.get(status, "Unknown")
+        if status not in _NO_BODY_STATUSES:
+            out["Content-Length"] = str(len(body))
+        self.out = out
+        if body and self.method != "HEAD":
+            self.ctx.bytes_out += len(body)
+            self._write_head(body)
+        self.end()
+
+    def _write_head(self, chunk: bytes | None) -> Awaitable[None]:
+        out = self.out
+        assert out is not None
+        self.out = None
+        self.headers_written = True
+        return self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason), out, chunk)
+
+    def _bug(self) -> None:
+        log.error("request_id=%s internal error", self.ctx.request_id, exc_info=True)
+        self.fail(InternalError())
+
+    def _endpoint(self, path: str) -> None:
+        """``/-/health`` (the process is alive) and ``/-/ready`` (config loaded, every upstream
+        has a healthy target, not draining)."""
+        self.route_label = path
+        if self.method != "GET":
+            self.fail(MethodNotAllowed(("GET",)))
+            return
+        if path == "/-/ready":
+            holder = self.holder
+            if holder.draining or not holder.runtime.ready():
+                self.fail(NoHealthyUpstream(
+                    "not ready: " + ("draining" if holder.draining else "an upstream has no healthy target")))
+                return
+            body = b'{"status":"ready"}'
+        else:
+            body = b'{"status":"ok"}'
+        out = httputil.HTTPHeaders()
+        out["Content-Type"] = "application/json"
+        self.respond(200, out, body)
+
+    # --- bookkeeping ---
+
+    def _log(self) -> None:
+        ctx = self.ctx
+        self.holder.log_request(ctx, self.method, self.path, self.status, time.perf_counter() - self.started,
+                                ctx.route_name or self.route_label)
 
     def _uncount(self) -> None:
         if self._counted:
             self._counted = False
             self.holder.in_flight -= 1
-
-    def on_connection_close(self) -> None:
-        self._uncount()
-        self._stop_forwarding()
-        super().on_connection_close()  # ends a request still waiting for its body
-        if not self._finished:
-            self._client_gone = True
-            # Never finished, so Tornado will not log it: the access log and metrics still count it,
-            # as 499 (nginx's "client closed request") when no answer had started.
-            if not self._headers_written:
-                self._status_code = 499
-            self.application.log_request(self)
 
     def _stop_forwarding(self) -> None:
         """Abandon the upstream exchange: its failure is then expected, and not logged as unretrieved."""
@@ -373,8 +459,8 @@ class ProxyHandler(GatewayHandler, ForwardEvents):
         if self._forwarding is not None:
             self._forwarding.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    def on_finish(self) -> None:
-        self._uncount()
+
+_ENDPOINTS = frozenset({"/-/health", "/-/ready"})
 
 
 def pin_nodelay(stream: Any) -> None:
@@ -413,12 +499,3 @@ def _check_json(body: bytes, content_type: str) -> None:
         json_decode(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
-
-
-def _from_status(status: int) -> GatewayError:
-    """Tornado's own refusals (unknown method, malformed request) in our vocabulary."""
-    if status == 405:
-        return MethodNotAllowed(list(ProxyHandler.SUPPORTED_METHODS))
-    if 400 <= status < 500:
-        return BadRequest()
-    return InternalError()

@@ -28,6 +28,7 @@ from .upstream.pool import Target, UpstreamPool
 
 if TYPE_CHECKING:
     from .accesslog import AccessLog
+    from .context import RequestContext
     from .metrics import Metrics
 
 __all__ = ["Runtime", "RuntimeHolder", "RoutePlan"]
@@ -169,18 +170,13 @@ class RuntimeHolder:
         self._in_flight = count
         self._report_in_flight(count)
 
-    def log_request(self, handler: Any) -> None:
-        """Tornado's ``log_function``: called once per finished request; counts it and writes its access-log line."""
-        request = handler.request
-        status = handler.get_status()
-        seconds = request.request_time()
-        ctx = getattr(handler, "ctx", None)
-        route = (ctx.route_name if ctx is not None else "") or getattr(handler, "route_label", "")
-        method = request.method or ""
+    def log_request(self, ctx: RequestContext, method: str, path: str, status: int, seconds: float,
+                    route: str) -> None:
+        """Called once per finished request on the main listener: counts it and writes its access-log line."""
         self.metrics.request_done(route, method, status, seconds)
-        if self.access_log is not None and ctx is not None:
+        if self.access_log is not None:
             self.access_log.write(
-                request_id=ctx.request_id, client=ctx.client_ip, method=method, path=request.path,
+                request_id=ctx.request_id, client=ctx.client_ip, method=method, path=path,
                 route=route, upstream=ctx.upstream, target=ctx.target, status=status,
                 bytes_in=ctx.bytes_in, bytes_out=ctx.bytes_out, duration_seconds=seconds, subject=ctx.subject,
             )

@@ -1,4 +1,4 @@
-"""Tornado applications, listeners, reload, signals and the ordered shutdown of one process.
+"""Listeners, reload, signals and the ordered shutdown of one process.
 
 :class:`GatewayServer` owns one process's listeners (main and admin), its
 :class:`~gateway.runtime.RuntimeHolder`, metrics and access log.
@@ -31,62 +31,23 @@ from collections.abc import Callable
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from tornado.web import Application
 
 from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig
-from .errors import NoHealthyUpstream
 from .loader import load_config
 from .metrics import Metrics
-from .proxy import GatewayHandler, ProxyHandler
+from .proxy import MainListener
 from .runtime import Runtime, RuntimeHolder
 from .upstream.client import UpstreamClient
 from .upstream.pool import Target
 
-__all__ = ["GatewayServer", "make_app", "serve", "bind_listeners"]
+__all__ = ["GatewayServer", "serve", "bind_listeners"]
 
 log = logging.getLogger("gateway")
 
 MAX_HEADER_BYTES_READ = 256 * 1024  # larger than SPEC's limits, so the gateway can answer 414/431 itself
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class HealthHandler(GatewayHandler):
-    """``GET /-/health``: the process is alive."""
-
-    route_label = "/-/health"
-
-    def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(b'{"status":"ok"}')
-
-
-class ReadyHandler(GatewayHandler):
-    """``GET /-/ready``: config loaded and every upstream has a healthy target."""
-
-    route_label = "/-/ready"
-
-    def get(self) -> None:
-        runtime = self.holder.runtime
-        if self.holder.draining or not runtime.ready():
-            raise NoHealthyUpstream(
-                "not ready: " + ("draining" if self.holder.draining else "an upstream has no healthy target"))
-        self.set_header("Content-Type", "application/json")
-        self.finish(b'{"status":"ready"}')
-
-
-def make_app(holder: RuntimeHolder) -> Application:
-    """The main listener's application; every finished request goes to ``holder.log_request``."""
-    kwargs = {"holder": holder}
-    return Application(
-        [
-            (r"/-/health", HealthHandler, kwargs),
-            (r"/-/ready", ReadyHandler, kwargs),
-            (r".*", ProxyHandler, kwargs),
-        ],
-        log_function=holder.log_request,
-    )
 
 
 def bind_listeners(config: GatewayConfig) -> tuple[list[socket.socket], list[socket.socket]]:
@@ -156,10 +117,10 @@ class GatewayServer:
         """Serve on the bound sockets and start background work."""
         self.bind()
         self.http_server = HTTPServer(
-            make_app(self.holder),
+            MainListener(self.holder),
             ssl_options=_server_ssl(self.config),
             max_header_size=MAX_HEADER_BYTES_READ,
-            max_body_size=1 << 62,  # ProxyHandler answers 413 itself, as JSON
+            max_body_size=1 << 62,  # ProxyRequest answers 413 itself, as JSON
             idle_connection_timeout=75,
         )
         self.http_server.add_sockets(self.sockets)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -90,14 +89,6 @@ def test_multiprocess_mode_needs_the_variable_before_the_import(monkeypatch: pyt
         Metrics()
 
 
-def _handler(holder: RuntimeHolder, status: int, **ctx_fields: Any) -> Any:
-    ctx = RequestContext("r-1", "127.0.0.1")
-    for name, value in ctx_fields.items():
-        setattr(ctx, name, value)
-    request = SimpleNamespace(method="GET", path="/api/x", request_time=lambda: 0.015)
-    return SimpleNamespace(request=request, get_status=lambda: status, ctx=ctx)
-
-
 def test_the_holder_counts_each_finished_request_and_logs_it() -> None:
     config = parse_config("upstreams: {u: {targets: [http://127.0.0.1:9]}}\nroutes: [{name: api, path: /api, upstream: u}]\n",
                           environ={})
@@ -106,10 +97,10 @@ def test_the_holder_counts_each_finished_request_and_logs_it() -> None:
     holder.in_flight += 1
     assert samples(holder.metrics)[("gateway_in_flight_requests", ())] == 1
     holder.in_flight -= 1
-    holder.log_request(_handler(holder, 404, bytes_out=80))
-    health = _handler(holder, 200)
-    health.route_label = "/-/health"
-    holder.log_request(health)
+    not_found = RequestContext("r-1", "127.0.0.1")
+    not_found.bytes_out = 80
+    holder.log_request(not_found, "GET", "/api/x", 404, 0.015, "")
+    holder.log_request(RequestContext("r-2", "127.0.0.1"), "GET", "/-/health", 200, 0.015, "/-/health")
     m = samples(holder.metrics)
     assert m[("gateway_in_flight_requests", ())] == 0
     assert m[("gateway_requests_total", (("method", "GET"), ("route", ""), ("status", "404")))] == 1
