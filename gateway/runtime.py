@@ -13,7 +13,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .aggregate import AggregatePlan
 from .auth import Authenticator
