@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from tornado import httputil
 from tornado.escape import json_decode, json_encode
 
 from .config import AggregatePart, RouteConfig, UpstreamConfig
 from .errors import BadGateway, GatewayError
+from .headers import Fields
 from .upstream.client import ResponseInterrupted, UpstreamClient
 from .upstream.forward import ForwardEvents, Timeouts, forward
 from .upstream.pool import UpstreamPool
@@ -70,7 +70,7 @@ class AggregatePlan:
         self,
         client: UpstreamClient,
         params: Mapping[str, str],
-        headers: httputil.HTTPHeaders,
+        headers: Fields,
         events: ForwardEvents,
     ) -> AggregateResult:
         """Fetch every part in parallel and merge. Raises BadGateway when every part failed."""
@@ -92,12 +92,12 @@ class AggregatePlan:
                   for part, value in zip(self.parts, results, strict=True)}
         return AggregateResult(json_encode(merged).encode(), completed=failed == 0)
 
-    async def _fetch(self, part: _Part, client: UpstreamClient, path: str, headers: httputil.HTTPHeaders,
+    async def _fetch(self, part: _Part, client: UpstreamClient, path: str, headers: Fields,
                      events: ForwardEvents) -> Any:
         sink = _Collector()
         try:
             exchange = await forward(
-                part.pool, client, method="GET", path=path, headers=httputil.HTTPHeaders(headers), body=None,
+                part.pool, client, method="GET", path=path, headers=headers, body=None,
                 sink=sink, timeouts=part.timeouts, ssl_context=part.ssl_context, events=events,
             )
         except (GatewayError, ResponseInterrupted) as exc:
@@ -141,7 +141,7 @@ class _Collector:
         self.size = 0
         self.overflow = False
 
-    def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+    def on_headers(self, status: int, reason: str, headers: Fields) -> None:
         pass
 
     def on_body(self, chunk: bytes) -> None:

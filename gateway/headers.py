@@ -22,7 +22,8 @@ __all__ = [
     "TrustedProxies",
     "request_id_from",
     "traceparent_from",
-    "copy_headers",
+    "Fields",
+    "tornado_headers",
     "header_value",
 ]
 
@@ -67,31 +68,51 @@ def connection_listed(connection: str) -> frozenset[str]:
     return frozenset(token.strip().lower() for token in connection.split(",") if token.strip())
 
 
-def copy_headers(source: HTTPHeaders, drop: frozenset[str]) -> HTTPHeaders:
-    """A new header set with every field of ``source`` whose lower-cased name is not in ``drop``."""
+Fields = list[tuple[str, str]]  # header fields in order, names as received; what the proxy passes between legs
+
+
+def tornado_headers(fields: Iterable[tuple[str, str]]) -> HTTPHeaders:
+    """An HTTPHeaders for Tornado to write. Assignment skips the per-field validation of ``add()``
+    (a regex per name and value): the fields were checked when they were parsed."""
     out = HTTPHeaders()
-    for name, value in source.get_all():
-        if name.lower() not in drop:
-            out.add(name, value)
+    for name, value in fields:
+        if name in out:
+            out.add(name, value)  # a repeated field (Set-Cookie): kept as separate lines
+        else:
+            out[name] = value
     return out
 
 
 class HeaderPlan:
-    """One route's header rules for one direction, compiled once."""
+    """One route's header rules for one direction, compiled once.
+
+    ``always_drop``: names never passed on (the client's copies of what the gateway sets);
+    those of them in ``reserved`` are set by the gateway itself per request, so a rule cannot set them.
+    """
 
     __slots__ = ("drop", "set_items")
 
-    def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = ()) -> None:
+    def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = (), reserved: Iterable[str] = ()) -> None:
         self.drop = frozenset(h.lower() for h in (*HOP_BY_HOP, *always_drop, *rules.remove, *rules.set))
-        self.set_items: tuple[tuple[str, str], ...] = tuple(rules.set.items())
+        kept = frozenset(h.lower() for h in reserved)
+        self.set_items: tuple[tuple[str, str], ...] = tuple(
+            (name, value) for name, value in rules.set.items() if name.lower() not in kept)
 
-    def apply(self, source: HTTPHeaders) -> HTTPHeaders:
-        """Copy ``source`` without hop-by-hop and dropped fields, then add the route's own values."""
-        connection = source.get("Connection")
-        drop = self.drop | connection_listed(connection) if connection else self.drop
-        out = copy_headers(source, drop)
-        for name, value in self.set_items:
-            out[name] = value
+    def apply(self, source: Iterable[tuple[str, str]]) -> Fields:
+        """``source`` without hop-by-hop fields (also those its Connection lists) and dropped ones,
+        then the route's own values."""
+        drop = self.drop
+        out: Fields = []
+        listed: frozenset[str] = frozenset()
+        for name, value in source:
+            lowered = name.lower()
+            if lowered == "connection":
+                listed |= connection_listed(value)
+            elif lowered not in drop:
+                out.append((name, value))
+        if listed:
+            out = [(name, value) for name, value in out if name.lower() not in listed]
+        out.extend(self.set_items)
         return out
 
 

@@ -48,7 +48,7 @@ from .errors import (
     UriTooLong,
     render_error,
 )
-from .headers import request_id_from, traceparent_from
+from .headers import Fields, request_id_from, tornado_headers, traceparent_from
 from .ratelimit import limit_key
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .upstream.client import BodyStream, ResponseInterrupted
@@ -240,7 +240,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
             return
-        self._body_stream = BodyStream()
+        self._body_stream = BodyStream(length if length >= 0 else None)
         self._forwarding = asyncio.ensure_future(self.forward(self._body_stream))
 
     # --- relaying ---
@@ -277,8 +277,6 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         if plan is None or plan.pool is None or ctx.match is None:
             raise InternalError()
         headers = self.upstream_headers(plan)
-        if isinstance(body, BodyStream) and "Content-Length" in self.headers:
-            headers["Content-Length"] = self.headers["Content-Length"]
         query = self.query
         ctx.upstream = plan.pool.name
         await forward(
@@ -292,7 +290,6 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         """Fan out to the aggregate's parts and answer with their merged JSON."""
         ctx = self.ctx
         headers = self.upstream_headers(plan)
-        headers.pop("Content-Length", None)
         result = await plan.aggregate.run(  # type: ignore[union-attr]
             self.runtime.client, ctx.match.params if ctx.match else {}, headers, self)
         out = httputil.HTTPHeaders()
@@ -300,20 +297,19 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         out["X-Gateway-Completed"] = "true" if result.completed else "false"
         self.respond(200, out, result.body)
 
-    def upstream_headers(self, plan: RoutePlan) -> httputil.HTTPHeaders:
-        """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added."""
+    def upstream_headers(self, plan: RoutePlan) -> Fields:
+        """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added
+        (the plan drops the client's copies of all of these)."""
         ctx, request_headers = self.ctx, self.headers
-        headers = plan.request_headers.apply(request_headers)
-        headers["X-Forwarded-For"] = self._forwarded_for
-        headers["X-Forwarded-Proto"] = self.protocol
-        headers["X-Forwarded-Host"] = self.host
+        headers = plan.request_headers.apply(request_headers.get_all())
+        headers += (("X-Forwarded-For", self._forwarded_for), ("X-Forwarded-Proto", self.protocol),
+                    ("X-Forwarded-Host", self.host))
         if ctx.match is not None and ctx.match.stripped_prefix:
-            headers["X-Forwarded-Prefix"] = ctx.match.stripped_prefix
-        headers["X-Request-Id"] = ctx.request_id
-        headers["traceparent"] = traceparent_from(request_headers.get("traceparent"))
+            headers.append(("X-Forwarded-Prefix", ctx.match.stripped_prefix))
+        headers += (("X-Request-Id", ctx.request_id),
+                    ("traceparent", traceparent_from(request_headers.get("traceparent"))))
         if ctx.identity is not None:
-            for name, value in ctx.identity.headers:
-                headers[name] = value
+            headers += ctx.identity.headers
         return headers
 
     # --- ForwardEvents ---
@@ -330,10 +326,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
 
     # --- ResponseSink: the upstream's answer, relayed ---
 
-    def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+    def on_headers(self, status: int, reason: str, headers: Fields) -> None:
         self.status = status
         self.reason = reason or httputil.responses.get(status, "Unknown")
-        out = self.plan.response_headers.apply(headers)  # type: ignore[union-attr]
+        out = tornado_headers(self.plan.response_headers.apply(headers))  # type: ignore[union-attr]
         self.stamp(out)
         self.out = out
 

@@ -92,7 +92,7 @@ class Runtime:
         self._ssl = {name: _ssl_context(u) for name, u in config.upstreams.items() if _uses_tls(u)}
         global_cors = CorsPolicy(config.cors) if config.cors is not None else None
         identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
-        drop_upstream = (*FORWARDING_HEADERS, *identity_headers)
+        gateway_set = drop_upstream = (*FORWARDING_HEADERS, *identity_headers)
         if self.authenticator is not None and not self.authenticator.forward_authorization:
             drop_upstream = (*drop_upstream, "authorization")
         self.plans: dict[str, RoutePlan] = {}
@@ -101,7 +101,7 @@ class Runtime:
             self.plans[route.name] = RoutePlan(
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
-                request_headers=HeaderPlan(route.request_headers, drop_upstream),
+                request_headers=HeaderPlan(route.request_headers, drop_upstream, reserved=gateway_set),
                 response_headers=HeaderPlan(route.response_headers),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
                 timeouts=Timeouts(

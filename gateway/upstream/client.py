@@ -35,16 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from ..config import Origin
 from ..errors import BadGateway, UpstreamConnectError, UpstreamTimeout
+from ..headers import Fields
 
 __all__ = ["UpstreamClient", "BodyStream", "ResponseSink", "ResponseInterrupted", "Exchange"]
 
@@ -54,12 +55,16 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 _WRITE_HIGH_WATER = 256 * 1024  # a streamed upload waits while more than this is unsent
 _BODILESS_STATUSES = frozenset({204, 304})
+# The field lines of a response head (each with its CRLF): a token, a colon and a value without
+# control characters, or a folded continuation (RFC 9112 obs-fold). Checked once per head.
+_STATUS_LINE = re.compile(r"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_FIELD_LINES = re.compile(r"(?:(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:|[ \t])[\t\x20-\x7e\x80-\xff]*\r\n)*")
 
 
 class ResponseSink(Protocol):
     """Where an upstream answer goes. ``on_body`` may return an awaitable to pause the upstream."""
 
-    def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None: ...
+    def on_headers(self, status: int, reason: str, headers: Fields) -> None: ...
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None: ...
 
@@ -81,9 +86,11 @@ class BodyStream:
     :meth:`put` returns once its chunk is queued, that is once the consumer has
     taken the previous one, so at most one chunk waits here while another is
     being written: the client is read as fast as the upstream accepts.
+    ``length``: the declared length, or None to send the body chunked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, length: int | None = None) -> None:
+        self.length = length
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
         self._aborted = False
         self._producer_waiting = False
@@ -150,7 +157,7 @@ class UpstreamClient:
         origin: Origin,
         method: str,
         target: str,
-        headers: httputil.HTTPHeaders,
+        headers: Sequence[tuple[str, str]],
         body: bytes | BodyStream | None,
         sink: ResponseSink,
         *,
@@ -162,6 +169,8 @@ class UpstreamClient:
     ) -> Exchange:
         """Send one request to ``origin`` and relay the answer into ``sink``.
 
+        ``headers`` are sent as they are, after ``Host`` (the origin's) and before the
+        body's framing (Content-Length, or chunked for a stream of unknown length).
         ``request_timeout`` bounds the wait for the response headers and any
         silence of the upstream afterwards (time spent waiting on the client is
         not counted). ``on_connection`` receives a callable that aborts the
@@ -171,14 +180,16 @@ class UpstreamClient:
         """
         stream_length = -1  # a streamed body of unknown length goes chunked
         if isinstance(body, BodyStream):
-            declared = headers.get("Content-Length")
-            if declared is not None:
-                stream_length = int(declared)
-            head = _request_head(method, target, headers, None if declared is not None else "chunked")
+            if body.length is not None:
+                stream_length = body.length
+                framing = f"Content-Length: {stream_length}"
+            else:
+                framing = "Transfer-Encoding: chunked"
+        elif body or method in ("POST", "PUT", "PATCH"):
+            framing = f"Content-Length: {len(body or b'')}"
         else:
-            if body or method in ("POST", "PUT", "PATCH"):
-                headers["Content-Length"] = str(len(body or b""))
-            head = _request_head(method, target, headers, None)
+            framing = ""
+        head = _request_head(method, target, origin.netloc, headers, framing)
         conn = self._take_idle(origin)
         reused = conn is not None
         if conn is None:
@@ -565,55 +576,62 @@ class _ResponseReader:
 
     def _head(self, block: bytes) -> bool:
         """Read a status line and header fields; choose how the body is framed. False to stop parsing."""
-        lines = block.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code_text, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or len(code_text) != 3 or not code_text.isdigit():
-            self._fail(f"bad status line {lines[0][:80]!r}")
+        text = block.decode("latin-1")
+        status_line, _, field_lines = text.partition("\r\n")
+        parsed = _STATUS_LINE.fullmatch(status_line)
+        if parsed is None:
+            self._fail(f"bad status line {status_line[:80]!r}")
             return False
+        minor, code_text, reason = parsed.groups()
         status = int(code_text)
         if status < 200:
             if status == 101:
                 self._fail("101 Switching Protocols is not supported")
                 return False
             return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-        fields: list[list[str]] = []
-        for line in lines[1:]:
-            if line[:1] in (" ", "\t"):  # obsolete line folding: part of the previous value
-                if not fields:
-                    self._fail("header continuation without a field")
-                    return False
-                fields[-1][1] += " " + line.strip()
-                continue
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                self._fail(f"bad header line {line[:80]!r}")
+        if field_lines:
+            field_lines += "\r\n"
+            if field_lines[0] in " \t" or not _FIELD_LINES.fullmatch(field_lines):
+                self._fail("malformed header field")
                 return False
-            fields.append([name, value.strip(" \t")])
-        headers = httputil.HTTPHeaders()
-        for name, value in fields:
-            headers.add(name, value)
-        connection = headers.get("Connection", "").lower()
-        self.keep_alive = version == "HTTP/1.1" and "close" not in connection
+        fields: Fields = []
+        lengths: list[str] = []
+        transfer_encoding = connection = ""
+        for line in field_lines.split("\r\n")[:-1]:
+            if line[0] in " \t":  # obsolete line folding: part of the previous value
+                name, value = fields[-1]
+                fields[-1] = (name, f"{value} {line.strip()}")
+                continue
+            name, _, value = line.partition(":")
+            value = value.strip(" \t")
+            fields.append((name, value))
+            lowered = name.lower()
+            if lowered == "content-length":
+                lengths += value.split(",")
+            elif lowered == "transfer-encoding":
+                transfer_encoding += "," + value
+            elif lowered == "connection":
+                connection += "," + value.lower()
+        self.keep_alive = minor == "1" and "close" not in connection
         if self.head_request or status in _BODILESS_STATUSES:
             self._state = _DONE
-        elif "Transfer-Encoding" in headers:
-            if "Content-Length" in headers:
+        elif transfer_encoding:
+            if lengths:
                 self._fail("both Transfer-Encoding and Content-Length")
                 return False
-            if headers["Transfer-Encoding"].rsplit(",", 1)[-1].strip().lower() == "chunked":
+            if transfer_encoding.rsplit(",", 1)[-1].strip().lower() == "chunked":
                 self._state = _CHUNK_SIZE
             else:
                 self._state = _UNTIL_CLOSE
                 self.keep_alive = False
-        elif "Content-Length" in headers:
-            lengths = {v.strip() for v in headers["Content-Length"].split(",")}
-            length_text = lengths.pop()
-            if lengths or not length_text.isdigit() or len(length_text) > 18:
+        elif lengths:
+            distinct = {v.strip() for v in lengths}
+            length_text = distinct.pop()
+            if distinct or not length_text.isdigit() or len(length_text) > 18:
                 self._fail("bad Content-Length")
                 return False
-            if len(headers.get_list("Content-Length")) > 1 or "," in headers["Content-Length"]:
-                headers["Content-Length"] = length_text  # one value downstream, however many came
+            if len(lengths) > 1:  # one value downstream, however many came
+                fields = [f for f in fields if f[0].lower() != "content-length"] + [("Content-Length", length_text)]
             self._remaining = int(length_text)
             self._state = _LENGTH if self._remaining else _DONE
         else:
@@ -622,7 +640,7 @@ class _ResponseReader:
         self.status = status
         self.started = True
         try:
-            self.sink.on_headers(status, reason, headers)
+            self.sink.on_headers(status, reason, fields)
         except Exception as exc:  # the sink's failure is the caller's to report
             self.sink_error = exc
             self._end()
@@ -673,12 +691,12 @@ class _ResponseReader:
         self._end()
 
 
-def _request_head(method: str, target: str, headers: httputil.HTTPHeaders, transfer_encoding: str | None) -> bytes:
+def _request_head(method: str, target: str, host: str, fields: Sequence[tuple[str, str]], framing: str) -> bytes:
     """The request line and header block, checked for line breaks smuggled into values."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in headers.get_all()]
-    if transfer_encoding:
-        lines.append(f"Transfer-Encoding: {transfer_encoding}")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in fields]
+    if framing:
+        lines.append(framing)
     text = "\r\n".join(lines) + "\r\n\r\n"
     breaks = len(lines) + 1
     if text.count("\n") != breaks or text.count("\r") != breaks:

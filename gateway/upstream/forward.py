@@ -17,12 +17,11 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from tornado import httputil
-
 from ..errors import BadGateway, GatewayError, UpstreamConnectError, UpstreamTimeout
+from ..headers import Fields
 from .client import BodyStream, Exchange, ResponseInterrupted, ResponseSink, UpstreamClient
 from .pool import Target, UpstreamPool
 from .retry import RetryPolicy
@@ -64,7 +63,7 @@ async def forward(
     *,
     method: str,
     path: str,
-    headers: httputil.HTTPHeaders,
+    headers: Sequence[tuple[str, str]],
     body: bytes | BodyStream | None,
     sink: ResponseSink,
     timeouts: Timeouts,
@@ -75,7 +74,7 @@ async def forward(
     """Send the request to one of ``pool``'s targets, retrying as SPEC §4 allows.
 
     ``path`` is the path and query as the upstream should see them (a target's
-    base path is put in front). ``headers`` get ``Host`` set per target.
+    base path is put in front). The client adds ``Host`` per target.
     Raises GatewayError (502/503/504) when no try succeeded, and
     ResponseInterrupted when an answer broke off after reaching the sink.
     """
@@ -97,7 +96,6 @@ async def forward(
                 raise last_error from None  # the failure that led here says more than "no target left"
             raise
         attempt += 1
-        headers["Host"] = target.origin.netloc
         events.attempt(pool, target)
         try_sink: ResponseSink | _HoldingSink = _HoldingSink(sink, retry, method, attempt) if may_hold else sink
         pool.begin(target)
@@ -161,17 +159,17 @@ class _HoldingSink:
         self.attempt = attempt
         self.held = False
         self.retry_after: str | None = None
-        self.answer: tuple[int, str, httputil.HTTPHeaders] | None = None
+        self.answer: tuple[int, str, Fields] | None = None
         self.chunks: list[bytes] = []
         self.size = 0
 
-    def on_headers(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+    def on_headers(self, status: int, reason: str, headers: Fields) -> None:
         retry = self.retry
         if status in retry.config.on_statuses and retry.should_retry(
                 method=self.method, attempt=self.attempt, refused=False, failure=None, status=status,
                 replayable=True):
             self.held = True
-            self.retry_after = headers.get("Retry-After")
+            self.retry_after = next((v for n, v in headers if n.lower() == "retry-after"), None)
             self.answer = (status, reason, headers)
             return
         self.sink.on_headers(status, reason, headers)
