@@ -17,11 +17,11 @@ syscall per request was the largest single cost of the access log.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
 import time
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import IO
 
 __all__ = ["AccessLog", "FIELDS"]
@@ -31,7 +31,13 @@ log = logging.getLogger("gateway")
 FIELDS = ("ts", "request_id", "client", "method", "path", "route", "upstream", "target", "status",
           "bytes_in", "bytes_out", "duration_ms", "subject")
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_quote = encode_basestring_ascii
+
+
+def _text(value: str | None) -> str:
+    """A JSON string (ASCII, escaped), or null."""
+    return "null" if value is None else _quote(value)
+
 
 BATCH_BYTES = 4096  # PIPE_BUF: a write up to this size is atomic on a pipe shared by workers
 FLUSH_SECONDS = 0.05
@@ -73,21 +79,14 @@ class AccessLog:
         now: float | None = None,
     ) -> None:
         """Write one line. A failing stdout is reported once and the line dropped, never raised."""
-        line = _encode({
-            "ts": self.timestamp(time.time() if now is None else now),
-            "request_id": request_id,
-            "client": client,
-            "method": method,
-            "path": path,
-            "route": route or None,
-            "upstream": upstream,
-            "target": target,
-            "status": status,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
-            "duration_ms": round(duration_seconds * 1000.0, 3),
-            "subject": subject,
-        }) + "\n"
+        ts = self.timestamp(time.time() if now is None else now)
+        # Written out by hand rather than through json.dumps (a third of the access log's cost):
+        # free text is quoted by json's own C escaper, numbers are ints and a float.
+        line = (f'{{"ts":"{ts}","request_id":{_text(request_id)},"client":{_text(client)},'
+                f'"method":{_text(method)},"path":{_text(path)},"route":{_text(route or None)},'
+                f'"upstream":{_text(upstream)},"target":{_text(target)},"status":{int(status)},'
+                f'"bytes_in":{int(bytes_in)},"bytes_out":{int(bytes_out)},'
+                f'"duration_ms":{round(duration_seconds * 1000.0, 3)!r},"subject":{_text(subject)}}}\n')
         data = line.encode()
         if self._pending_bytes + len(data) > BATCH_BYTES:
             self.flush()
