@@ -490,7 +490,9 @@ class _ResponseReader:
             self.done.set_result(None)
 
     def connection_lost(self) -> None:
-        if self._state == _UNTIL_CLOSE and self.sink_error is None and not self._paused:
+        if self._paused:
+            return  # what is buffered is still delivered once the client is ready (see _client_ready)
+        if self._state == _UNTIL_CLOSE and self.sink_error is None:
             self._state = _DONE
             self.complete = True
         self._end()
