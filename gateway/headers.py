@@ -94,9 +94,9 @@ class HeaderPlan:
 
     def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = (), reserved: Iterable[str] = ()) -> None:
         self.drop = frozenset(h.lower() for h in (*HOP_BY_HOP, *always_drop, *rules.remove, *rules.set))
-        kept = frozenset(h.lower() for h in reserved)
+        gateway_set = frozenset(h.lower() for h in reserved)
         self.set_items: tuple[tuple[str, str], ...] = tuple(
-            (name, value) for name, value in rules.set.items() if name.lower() not in kept)
+            (name, value) for name, value in rules.set.items() if name.lower() not in gateway_set)
 
     def apply(self, source: Iterable[tuple[str, str]]) -> Fields:
         """``source`` without hop-by-hop fields (also those its Connection lists) and dropped ones,

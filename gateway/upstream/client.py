@@ -34,7 +34,6 @@ response headers raise :class:`ResponseInterrupted`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import socket
 import ssl
@@ -48,8 +47,6 @@ from ..errors import BadGateway, UpstreamConnectError, UpstreamTimeout
 from ..headers import Fields
 
 __all__ = ["UpstreamClient", "BodyStream", "ResponseSink", "ResponseInterrupted", "Exchange"]
-
-log = logging.getLogger("gateway.upstream")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
