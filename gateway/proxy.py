@@ -97,6 +97,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     _body_chunks: list[bytes] | None = None
     _body_stream: BodyStream | None = None
     _forwarding: asyncio.Future[None] | None = None
+    _relaying: asyncio.Future[None] | None = None
     _abort_upstream: Any = None
     _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
@@ -153,7 +154,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     def finish(self) -> None:
         """The whole request has been read: relay it (a streamed body is already on its way)."""
         if self._active and not self.ended and not self.client_gone:
-            asyncio.ensure_future(self._run())
+            self._relaying = asyncio.ensure_future(self._run())  # held: the loop keeps only weak references
 
     def on_connection_close(self) -> None:
         if not self._active or self.client_gone or self.ended:
