@@ -175,13 +175,8 @@ class UpstreamClient:
         connections to ``origin`` are kept afterwards. Raises the errors listed in the
         module docstring.
         """
-        stream_length = -1  # a streamed body of unknown length goes chunked
         if isinstance(body, BodyStream):
-            if body.length is not None:
-                stream_length = body.length
-                framing = f"Content-Length: {stream_length}"
-            else:
-                framing = "Transfer-Encoding: chunked"
+            framing = "Transfer-Encoding: chunked" if body.length is None else f"Content-Length: {body.length}"
         elif body or method in ("POST", "PUT", "PATCH"):
             framing = f"Content-Length: {len(body or b'')}"
         else:
@@ -192,13 +187,13 @@ class UpstreamClient:
         if conn is None:
             conn = await self._connect(origin, connect_timeout, ssl_context)
         try:
-            return await self._exchange(origin, conn, reused, method, head, body, stream_length, sink,
+            return await self._exchange(origin, conn, reused, method, head, body, sink,
                                         request_timeout, on_connection, max_idle)
         except _StaleConnection:
             # A kept-alive connection died before answering. Only a request that is safe to
             # repeat (or was never written) goes again, once, on a fresh connection.
             conn = await self._connect(origin, connect_timeout, ssl_context)
-            return await self._exchange(origin, conn, False, method, head, body, stream_length, sink,
+            return await self._exchange(origin, conn, False, method, head, body, sink,
                                         request_timeout, on_connection, max_idle)
 
     def close(self) -> None:
@@ -266,7 +261,7 @@ class UpstreamClient:
 
     async def _exchange(
         self, origin: Origin, conn: _Connection, reused: bool, method: str, head: bytes,
-        body: bytes | BodyStream | None, stream_length: int, sink: ResponseSink, request_timeout: float,
+        body: bytes | BodyStream | None, sink: ResponseSink, request_timeout: float,
         on_connection: Callable[[Callable[[], None]], None] | None, max_idle: int,
     ) -> Exchange:
         reader = _ResponseReader(conn, sink, request_timeout, method == "HEAD")
@@ -276,16 +271,15 @@ class UpstreamClient:
         try:
             if isinstance(body, BodyStream):
                 conn.write(head)
-                await self._write_stream(conn, reader, body, stream_length, origin)
+                await self._write_stream(conn, reader, body, origin)
             else:
                 conn.write(head + body if body else head)
             reader.touch()
             await reader.done
             if reader.sink_error is not None:
                 raise reader.sink_error
-            if reader.complete:
-                if reader.keep_alive and not reader.body_unsent and not conn.closing:
-                    conn.reader = None
+            if reader.complete:  # the reader has let go of the connection (see _ResponseReader._end)
+                if reader.keep_alive and not reader.body_unsent:
                     released = True
                     self._release(origin, conn, max_idle)
                 return Exchange(reader.status)
@@ -308,9 +302,10 @@ class UpstreamClient:
                 conn.close()
 
     async def _write_stream(self, conn: _Connection, reader: _ResponseReader, body: BodyStream,
-                            declared: int, origin: Origin) -> None:
-        """Write a streamed request body, chunk-encoded when its length is unknown (``declared`` -1);
-        stop early if the upstream already answered (the rest of the body is then left unsent)."""
+                            origin: Origin) -> None:
+        """Write a streamed request body, chunk-encoded when its length is unknown; stop early
+        if the upstream already answered (the rest of the body is then left unsent)."""
+        declared = -1 if body.length is None else body.length
         chunked = declared < 0
         written = 0
         reader.waiting_on_client = True
