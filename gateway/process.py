@@ -37,6 +37,7 @@ from typing import Any
 
 from tornado.process import cpu_count
 
+from . import ioloop
 from .config import ConfigError, GatewayConfig
 
 __all__ = ["run", "Supervisor"]
@@ -60,7 +61,8 @@ def run(config_path: str, config: GatewayConfig) -> int:
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop where it is installed (measured: see README, Performance), else asyncio's loop.
+    """Run ``main`` on uvloop where it is installed (measured: see README, Performance), else asyncio's loop,
+    with :class:`~gateway.ioloop.GatewayIOLoop` as Tornado's IOLoop on it.
 
     ``GATEWAY_EVENT_LOOP=asyncio`` forces the standard loop.
     """
@@ -70,9 +72,14 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         except ImportError:
             log.info("uvloop is not installed: serving on asyncio's own event loop")
         else:
-            uvloop.run(main)
+            uvloop.run(_on_gateway_ioloop(main))
             return
-    asyncio.run(main)
+    asyncio.run(_on_gateway_ioloop(main))
+
+
+async def _on_gateway_ioloop(main: Coroutine[Any, Any, None]) -> None:
+    ioloop.install()
+    await main
 
 
 class Supervisor:

@@ -1,6 +1,8 @@
 """Shared test harness: real upstream Tornado apps and real gateways on loopback ephemeral ports.
 
-``start_upstream(app)`` serves a Tornado Application on 127.0.0.1:<free port>;
+``io_loop`` (replacing pytest-tornasync's) is the gateway's own IOLoop kind, with
+parked readers (:mod:`gateway.ioloop`), on a fresh asyncio loop per test, so every
+test runs the servers on it. ``start_upstream(app)`` serves a Tornado Application on 127.0.0.1:<free port>;
 ``start_gateway(yaml)`` builds a :class:`~gateway.server.GatewayServer` from
 YAML (a ``server`` section on a free port is added when the YAML has none) and
 starts it on the test's IOLoop; ``http`` is a plain AsyncHTTPClient that never
@@ -9,6 +11,7 @@ raises on 4xx/5xx. Everything is stopped at teardown.
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,13 +19,28 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from tornado.httpserver import HTTPServer
+from tornado.platform.asyncio import AsyncIOLoop
 from tornado.testing import bind_unused_port
 from tornado.web import Application
 
+from gateway.ioloop import ParkedReaders
 from gateway.loader import parse_config
 from gateway.server import GatewayServer
 
 DEFAULT_SERVER = "server: {host: 127.0.0.1, port: 0, drain_seconds: 0.5}\nadmin: {host: 127.0.0.1, port: 0}\n"
+
+
+class ParkedReadersLoop(ParkedReaders, AsyncIOLoop):
+    """:class:`~gateway.ioloop.GatewayIOLoop`'s behaviour on a new asyncio loop of its own."""
+
+
+@pytest.fixture
+def io_loop() -> Any:
+    loop = ParkedReadersLoop(make_current=False)
+    asyncio.set_event_loop(loop.asyncio_loop)  # where IOLoop.current() finds it outside a coroutine
+    yield loop
+    loop.close(all_fds=True)
+    asyncio.set_event_loop(None)
 
 
 class Upstream:
