@@ -92,6 +92,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     out: httputil.HTTPHeaders | None = None  # the answer's headers, until they are written
     headers_written = False
     ended = False  # the answer is complete
+    read_done = False  # Tornado has read the whole request (finish() was called)
+    _finish_early = False  # answered before a body it will not read: the connection closes after the answer
     client_gone = False
     # the body and the forward
     _body_chunks: list[bytes] | None = None
@@ -152,8 +154,15 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         return None
 
     def finish(self) -> None:
-        """The whole request has been read: relay it (a streamed body is already on its way)."""
-        if self._active and not self.ended and not self.client_gone:
+        """The whole request has been read: finish an answer made meanwhile, or relay the request
+        (a streamed body is already on its way)."""
+        self.read_done = True
+        if not self._active or self.client_gone:
+            return
+        if self.ended:
+            if not self._finish_early:
+                self.conn.finish()
+        else:
             self._relaying = asyncio.ensure_future(self._run())  # held: the loop keeps only weak references
 
     def on_connection_close(self) -> None:
@@ -379,7 +388,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self._answer(error.status, out, render_error(error, self.ctx.request_id))
 
     def end(self) -> None:
-        """Finish the answer (its headers first, if no body byte has sent them) and log the request."""
+        """Finish the answer (its headers first, if no body byte has sent them) and log the request.
+
+        Until Tornado has read the request, the connection's answer is finished by :meth:`finish`:
+        finishing it earlier would make Tornado close the connection.
+        """
         if self.ended or self.client_gone:
             return
         if not self.headers_written:
@@ -389,7 +402,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             self.out = out
             self._write_head(None)
         self.ended = True
-        self.conn.finish()
+        if self.read_done or self._finish_early:
+            self.conn.finish()
         self._uncount()
         self._log()
 
@@ -398,6 +412,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.reason = httputil.responses.get(status, "Unknown")
         if status not in _NO_BODY_STATUSES:
             out["Content-Length"] = str(len(body))
+        if not self.read_done and self._body_expected():
+            # Refused before its body was read: the body is not wanted, and Tornado closes the
+            # connection after an answer finished early. Say so.
+            out["Connection"] = "close"
+            self._finish_early = True
         self.out = out
         if body and self.method != "HEAD":
             self.ctx.bytes_out += len(body)
@@ -410,6 +429,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.out = None
         self.headers_written = True
         return self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason), out, chunk)
+
+    def _body_expected(self) -> bool:
+        headers = self.headers
+        return headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
 
     def _bug(self) -> None:
         log.error("request_id=%s internal error", self.ctx.request_id, exc_info=True)

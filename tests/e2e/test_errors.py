@@ -298,3 +298,31 @@ async def test_gateway_bug_is_500_logged_with_request_id(gateway, http, monkeypa
     assert logged[0].exc_info is not None and isinstance(logged[0].exc_info[1], RuntimeError)
     monkeypatch.undo()
     await still_serving(gateway, http)
+
+
+async def read_answer(reader: asyncio.StreamReader) -> RawResponse:
+    resp = RawResponse(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+    resp.body = await asyncio.wait_for(reader.readexactly(int(resp.headers.get("Content-Length", "0"))), 5)
+    return resp
+
+
+async def test_a_refusal_keeps_the_connection_for_the_next_request(gateway) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /nothing/here HTTP/1.1\r\nHost: gw\r\n\r\n")
+    refused = await read_answer(reader)
+    assert refused.code == 404 and "Connection" not in refused.headers
+    writer.write(b"GET /ok/again HTTP/1.1\r\nHost: gw\r\n\r\n")
+    answered = await read_answer(reader)
+    assert answered.code == 200 and json.loads(answered.body)["path"] == "/ok/again"
+    writer.close()
+
+
+async def test_a_refusal_before_the_body_is_read_says_connection_close(gateway, http) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"POST /nothing/here HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\n")  # the body follows later
+    refused = await read_answer(reader)
+    assert (refused.code, refused.headers["Connection"]) == (404, "close")
+    writer.write(b"hello")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and it is closed, as announced
+    writer.close()
+    await still_serving(gateway, http)
