@@ -1,7 +1,11 @@
 """Header rules on both legs: hop-by-hop removal, X-Forwarded-*, request id, traceparent.
 
 :class:`HeaderPlan` is compiled once per route at config load (what to drop,
-what to set), so a request only filters and appends.
+what to set), so a request only filters and appends. A request plan also drops
+the client's headers whose names carry ``_`` and fold onto a name it owns: CGI
+and WSGI backends turn both ``X-User-Id`` and ``X_User_Id`` into
+``HTTP_X_USER_ID``, so passing the underscore spelling would let a client set
+what the gateway sets (SPEC §4, "Framing and hostile input").
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from .config import HeaderRules
 
 __all__ = [
     "HOP_BY_HOP",
+    "FORWARDING_HEADERS",
+    "STRIPPED_FROM_CLIENTS",
     "HeaderPlan",
     "TrustedProxies",
     "request_id_from",
@@ -37,6 +43,9 @@ FORWARDING_HEADERS = frozenset({
     "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix",
     "x-request-id", "traceparent", "content-length",
 })
+# Forwarding headers the gateway does not set but backends trust: a client's copy is always
+# dropped upstream, so only a proxy the operator runs can tell a backend who the client is.
+STRIPPED_FROM_CLIENTS = frozenset({"forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-ssl"})
 
 # Ids must be unique, not secret: a seeded PRNG per process (reseeded after fork) instead of a
 # getrandom() syscall for each of the three ids a request may need.
@@ -88,27 +97,40 @@ class HeaderPlan:
 
     ``always_drop``: names never passed on (the client's copies of what the gateway sets);
     those of them in ``reserved`` are set by the gateway itself per request, so a rule cannot set them.
+    ``fold_underscores`` (the request direction): a name holding ``_`` is also dropped when, lower-cased
+    with ``_`` read as ``-``, it is one the plan drops or sets (``X_User_Id``, ``X-Forwarded_For``,
+    ``Content_Length``) or one of ``guarded``: names passed on as they are but read by a policy (the
+    rate-limit key header), whose ``_`` spelling would give the backend another value than the policy saw.
+    A name that folds onto nothing the plan owns (``X_Custom``) passes.
     """
 
-    __slots__ = ("drop", "set_items")
+    __slots__ = ("drop", "folded_drop", "set_items")
 
-    def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = (), reserved: Iterable[str] = ()) -> None:
-        self.drop = frozenset(h.lower() for h in (*HOP_BY_HOP, *always_drop, *rules.remove, *rules.set))
+    def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = (), reserved: Iterable[str] = (),
+                 *, fold_underscores: bool = False, guarded: Iterable[str] = ()) -> None:
         gateway_set = frozenset(h.lower() for h in reserved)
+        self.drop = frozenset(h.lower() for h in (*HOP_BY_HOP, *always_drop, *rules.remove, *rules.set))
+        # Every owned name spelled with '-' only: what a '_' spelling is compared with once folded.
+        owned = self.drop | gateway_set | {h.lower() for h in guarded}
+        self.folded_drop = frozenset(h.replace("_", "-") for h in owned) if fold_underscores else frozenset()
         self.set_items: tuple[tuple[str, str], ...] = tuple(
             (name, value) for name, value in rules.set.items() if name.lower() not in gateway_set)
 
     def apply(self, source: Iterable[tuple[str, str]]) -> Fields:
-        """``source`` without hop-by-hop fields (also those its Connection lists) and dropped ones,
-        then the route's own values."""
-        drop = self.drop
+        """``source`` without hop-by-hop fields (also those its Connection lists), dropped ones and
+        (with ``fold_underscores``) their ``_`` spellings, then the route's own values."""
+        drop, folded_drop = self.drop, self.folded_drop
         out: Fields = []
         listed: frozenset[str] = frozenset()
         for name, value in source:
             lowered = name.lower()
             if lowered == "connection":
                 listed |= connection_listed(value)
-            elif lowered not in drop:
+            elif lowered in drop:
+                continue
+            elif "_" in lowered and folded_drop and lowered.replace("_", "-") in folded_drop:
+                continue
+            else:
                 out.append((name, value))
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]
@@ -164,3 +186,4 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return candidate
     return None
+

@@ -19,7 +19,7 @@ from .aggregate import AggregatePlan
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .cors import CorsPolicy
-from .headers import FORWARDING_HEADERS, HeaderPlan, TrustedProxies
+from .headers import FORWARDING_HEADERS, STRIPPED_FROM_CLIENTS, HeaderPlan, TrustedProxies
 from .ratelimit import RateLimitStore, build_store
 from .routing import RouteTable
 from .upstream.client import UpstreamClient
@@ -92,7 +92,8 @@ class Runtime:
         self._ssl = {name: _ssl_context(u) for name, u in config.upstreams.items() if _uses_tls(u)}
         global_cors = CorsPolicy(config.cors) if config.cors is not None else None
         identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
-        gateway_set = drop_upstream = (*FORWARDING_HEADERS, *identity_headers)
+        gateway_set = (*FORWARDING_HEADERS, *identity_headers)
+        drop_upstream = (*gateway_set, *STRIPPED_FROM_CLIENTS)
         if self.authenticator is not None and not self.authenticator.forward_authorization:
             drop_upstream = (*drop_upstream, "authorization")
         self.plans: dict[str, RoutePlan] = {}
@@ -101,7 +102,8 @@ class Runtime:
             self.plans[route.name] = RoutePlan(
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
-                request_headers=HeaderPlan(route.request_headers, drop_upstream, reserved=gateway_set),
+                request_headers=HeaderPlan(route.request_headers, drop_upstream, reserved=gateway_set,
+                                           fold_underscores=True),
                 response_headers=HeaderPlan(route.response_headers),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
                 timeouts=Timeouts(

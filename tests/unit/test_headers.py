@@ -1,9 +1,16 @@
-"""HeaderPlan: what a route passes on, drops and sets, compiled once per route."""
+"""gateway.headers: what a route passes on, drops and sets (compiled once per route),."""
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.config import HeaderRules
-from gateway.headers import HeaderPlan, tornado_headers
+from gateway.headers import (
+    FORWARDING_HEADERS,
+    STRIPPED_FROM_CLIENTS,
+    HeaderPlan,
+    tornado_headers,
+)
 
 
 def test_hop_by_hop_connection_listed_and_removed_fields_are_dropped_in_order() -> None:
@@ -26,3 +33,57 @@ def test_tornado_headers_keep_repeated_fields_as_separate_lines() -> None:
     out = tornado_headers([("Set-Cookie", "a=1"), ("Content-Type", "text/plain"), ("set-cookie", "b=2")])
     assert out.get_list("Set-Cookie") == ["a=1", "b=2"]
     assert out["Content-Type"] == "text/plain"
+
+
+# A request plan as the runtime builds it: the gateway's own names, a route rule, a guarded key header.
+REQUEST_PLAN = HeaderPlan(
+    HeaderRules(set={"X-Api-Version": "2"}, remove=("X-Debug-Token",)),
+    always_drop=(*FORWARDING_HEADERS, "X-User-Id", "X-User-Scopes", *STRIPPED_FROM_CLIENTS),
+    reserved=(*FORWARDING_HEADERS, "X-User-Id", "X-User-Scopes"),
+    fold_underscores=True, guarded=("X-Api-Key",))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # identity headers of claims_to_headers, in every '_'/'-' mix and case
+        "X_User_Id", "X-User_Id", "X_User-Id", "x_user_id", "X_USER_ID", "X_User_Scopes",
+        # what the gateway sets: forwarding, request id, framing
+        "X_Forwarded_For", "X-Forwarded_Proto", "X_Forwarded_Host", "X_Forwarded_Prefix", "X_Request_Id",
+        "Content_Length",
+        # hop-by-hop
+        "Transfer_Encoding", "Keep_Alive", "Proxy_Authorization", "Proxy_Connection",
+        # always stripped from clients
+        "X_Real_IP", "X_Forwarded_Port", "X_Forwarded_Ssl",
+        # the route's own rules
+        "X_Api_Version", "X_Debug_Token",
+        # the header a policy reads (the rate-limit key): a backend must see the value the policy saw
+        "X_Api_Key", "X-Api_Key",
+    ],
+)
+def test_an_underscore_spelling_of_an_owned_name_is_dropped(name: str) -> None:
+    assert REQUEST_PLAN.apply([("Accept", "*/*"), (name, "spoofed")]) == [
+        ("Accept", "*/*"), ("X-Api-Version", "2")]
+
+
+@pytest.mark.parametrize(
+    "name", ["Forwarded", "X-Real-IP", "x-real-ip", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-User-Id",
+             "X-Forwarded-For", "X-Debug-Token"])
+def test_the_client_copy_of_an_owned_or_stripped_name_is_dropped(name: str) -> None:
+    assert REQUEST_PLAN.apply([(name, "spoofed")]) == [("X-Api-Version", "2")]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X_Custom", "1"), ("X_User", "1"), ("X_User_Ident", "1"), ("My_Header", "1"), ("X-Api-Key", "k"),
+     ("Accept_Language", "en")],
+)
+def test_an_underscore_name_that_folds_onto_nothing_owned_passes(name: str, value: str) -> None:
+    assert REQUEST_PLAN.apply([(name, value)]) == [(name, value), ("X-Api-Version", "2")]
+
+
+def test_a_response_plan_does_not_fold() -> None:
+    plan = HeaderPlan(HeaderRules(set={}, remove=("Server",)))
+    assert plan.apply([("X_Request_Id", "a"), ("Server_", "b"), ("Keep_Alive", "c")]) == [
+        ("X_Request_Id", "a"), ("Server_", "b"), ("Keep_Alive", "c")]
+

@@ -1,0 +1,109 @@
+"""Hostile header lines and paths on the wire (SPEC §4, "Framing and hostile input"; issue 13 findings 3, 5, 8).
+
+Requests are written byte for byte on raw sockets, so header names keep the exact
+spelling under test (``X_User_Id``, ``X-User_Id``) and paths keep their ``;`` and
+``\\``. The upstream is a real Tornado app that records every header line it
+receives, so "the upstream never sees it" is asserted, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tornado.web import Application, RequestHandler
+
+from gateway.tokens import mint_token
+
+SECRET = "hostile-headers-hs256-secret-of-32-bytes"
+
+
+def token(subject: str) -> str:
+    return mint_token(key=SECRET, algorithm="HS256", subject=subject, scopes=None, ttl_seconds=300,
+                      audience=None, issuer=None, extra_claims={})
+
+
+class LineRecorder:
+    """A real upstream that records each request's path and header lines (name as received, value)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[tuple[str, str]]]] = []
+        recorder = self
+
+        class Handler(RequestHandler):
+            def get(self) -> None:
+                recorder.seen.append((self.request.path, list(self.request.headers.get_all())))
+                self.set_header("Content-Type", "application/json")
+                self.finish(b"{}")
+
+        self.app = Application([(r".*", Handler)])
+
+    def folded(self, index: int = -1) -> dict[str, list[str]]:
+        """One request's header values by name as a CGI/WSGI backend reads it: lower-case, ``_`` as ``-``."""
+        out: dict[str, list[str]] = {}
+        for name, value in self.seen[index][1]:
+            out.setdefault(name.lower().replace("_", "-"), []).append(value)
+        return out
+
+
+async def exchange(port: int, target: str, lines: list[str]) -> tuple[int, dict[str, str], bytes]:
+    """Send ``GET target`` with ``lines`` as header lines, exactly as written; (status, headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{line}\r\n" for line in [f"GET {target} HTTP/1.1", "Host: gw.test", *lines, "Connection: close"])
+    writer.write(head.encode("latin-1") + b"\r\n")
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    status_and_headers, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = status_and_headers.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split(" ")[1]), headers, body
+
+
+@pytest.fixture
+def recorder(start_upstream) -> tuple[LineRecorder, str]:
+    rec = LineRecorder()
+    return rec, start_upstream(rec.app).url
+
+
+# --- finding 3: identity spoofing through '_' ---
+
+SPOOFED = [
+    "X_User_Id: admin", "X-User_Id: admin", "X_User-Id: admin", "x_user_id: admin",
+    "X_Forwarded_For: 10.6.6.6", "X-Forwarded_Host: evil.test", "X_Forwarded_Proto: https",
+    "X_Request_Id: forged", "Content_Length: 9",
+    "Forwarded: for=10.6.6.6;proto=https", "X-Real-IP: 10.6.6.6", "X-Forwarded-Port: 443", "X-Forwarded-Ssl: on",
+    "X_Real_IP: 10.6.6.6",
+    "X_Custom: kept",
+]
+
+
+@pytest.mark.parametrize("route_path", ["/private", "/open"])
+async def test_underscore_spellings_of_owned_headers_never_reach_the_upstream(
+        recorder, start_gateway, route_path: str) -> None:
+    rec, url = recorder
+    gw = await start_gateway(f"""
+    auth:
+      jwt: {{algorithms: [HS256], secret: "{SECRET}", claims_to_headers: {{sub: X-User-Id}}}}
+    upstreams: {{up: {{targets: ["{url}"]}}}}
+    routes:
+      - {{name: private, path: /private, upstream: up, auth: required}}
+      - {{name: open, path: /open, upstream: up, auth: none}}
+    """)
+    status, headers, _ = await exchange(
+        gw.port, route_path + "/x", [f"Authorization: Bearer {token('alice')}", *SPOOFED])
+    assert status == 200
+    seen = rec.folded()
+    # The gateway's own values, one line each; the client's spellings are gone.
+    assert seen.get("x-user-id") == (["alice"] if route_path == "/private" else None)
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-forwarded-host"] == ["gw.test"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    assert seen["x-request-id"] == [headers["X-Request-Id"]] and headers["X-Request-Id"] != "forged"
+    assert "content-length" not in seen  # a GET without a body: the client's Content_Length is not relayed
+    for stripped in ("forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-ssl"):
+        assert stripped not in seen, stripped
+    # An underscore name that folds onto nothing the gateway owns passes as sent.
+    assert [value for name, value in rec.seen[-1][1] if name.lower() == "x_custom"] == ["kept"]
+
