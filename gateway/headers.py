@@ -6,6 +6,10 @@ the client's headers whose names carry ``_`` and fold onto a name it owns: CGI
 and WSGI backends turn both ``X-User-Id`` and ``X_User_Id`` into
 ``HTTP_X_USER_ID``, so passing the underscore spelling would let a client set
 what the gateway sets (SPEC §4, "Framing and hostile input").
+
+:func:`single_value` is how a policy reads a header it decides on (the
+rate-limit key, ``Authorization``): a repeated one is refused, never joined or
+half-read, so a second line cannot buy a second identity or budget.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from tornado.httputil import HTTPHeaders
 
 from .config import HeaderRules
+from .errors import BadRequest
 
 __all__ = [
     "HOP_BY_HOP",
@@ -31,6 +36,7 @@ __all__ = [
     "Fields",
     "tornado_headers",
     "header_value",
+    "single_value",
 ]
 
 # RFC 9110 §7.6.1 plus the legacy Proxy-* family. Names are lower-case.
@@ -187,3 +193,17 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
             return candidate
     return None
 
+
+def single_value(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of the header ``name`` (case-insensitive), None when absent.
+
+    Raises :class:`~gateway.errors.BadRequest` when the request carries it on more than one
+    line: a policy that decides on a header (a rate-limit key, ``Authorization``) must see the
+    one value the upstream sees, not the first, the last or a comma-joined pair.
+    """
+    if isinstance(headers, HTTPHeaders):
+        values = headers.get_list(name)
+        if len(values) > 1:
+            raise BadRequest(f"the {name} header is repeated")
+        return values[0] if values else None
+    return header_value(headers, name)  # a plain mapping holds one value per name

@@ -48,8 +48,7 @@ from .errors import (
     UriTooLong,
     render_error,
 )
-from .headers import Fields, request_id_from, tornado_headers, traceparent_from
-from .ratelimit import limit_key
+from .headers import Fields, request_id_from, single_value, tornado_headers, traceparent_from
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .upstream.client import BodyStream, ResponseInterrupted
 from .upstream.forward import ForwardEvents, forward
@@ -214,14 +213,14 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             ctx.response_headers.update(cors.response_headers(origin))
         authenticator = runtime.authenticator
         if route.auth != "none" and authenticator is not None:
-            ctx.identity = await authenticator.authenticate(headers.get("Authorization"))
+            ctx.identity = await authenticator.authenticate(single_value(headers, "Authorization"))
             if ctx.identity is None:
                 if route.auth == "required":
                     raise MissingToken()
             elif route.scopes:
                 authenticator.check_scopes(ctx.identity, route.scopes)
         if route.rate_limit is not None and runtime.rate_limits is not None:
-            key = limit_key(route.rate_limit, route.name, ctx.subject, ctx.client_ip, headers)
+            key = plan.limit_key(ctx.subject, ctx.client_ip, headers)
             decision = await runtime.rate_limits.hit(key, route.rate_limit.requests, route.rate_limit.window_seconds)
             ctx.response_headers.update(decision.headers())
             if not decision.allowed:

@@ -31,10 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.config import RateLimitConfig
-from gateway.headers import header_value
+from gateway.headers import single_value
 
-__all__ = ["Decision", "MemoryStore", "RateLimitStore", "build_store", "limit_key"]
+__all__ = ["Decision", "LimitKey", "MemoryStore", "RateLimitStore", "build_store"]
 
 
 @dataclass(frozen=True)
@@ -132,33 +131,41 @@ def build_store(
     raise ValueError(f"unknown rate_limit_store {url!r}: expected 'memory' or 'redis://host:port/db'")
 
 
-def limit_key(
-    rule: RateLimitConfig,
-    route_name: str,
-    subject: str | None,
-    client_ip: str,
-    headers: Mapping[str, str],
-) -> str:
-    """The budget a request draws from, prefixed with its route so routes never share one.
+class LimitKey:
+    """Which budget a request of one route draws from: ``rate_limit.key`` compiled at load.
 
     ``subject``: the token's ``sub`` (an anonymous caller falls back to its ip);
     ``ip``: the client address; ``header:NAME``: that header's value (absent or
     empty falls back to the ip). Header values are often API keys, so only their
-    SHA-256 goes into the key. Raises ``ValueError`` for an unknown key kind.
+    SHA-256 goes into the key. Every key is prefixed with the route's name, so
+    routes never share a budget. Raises ``ValueError`` for an unknown key kind.
     """
-    kind = rule.key
-    if kind == "subject":
-        if subject:
-            return f"{route_name}:sub:{subject}"
-    elif kind.startswith("header:") and len(kind) > len("header:"):
-        name = kind[len("header:") :]
-        value = header_value(headers, name)
-        if value:
-            digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
-            return f"{route_name}:hdr:{name.lower()}:{digest}"
-    elif kind != "ip":
-        raise ValueError(f"unknown rate limit key {kind!r}: expected subject, ip or header:NAME")
-    return f"{route_name}:ip:{client_ip}"
+
+    __slots__ = ("header", "_kind", "_ip", "_sub", "_hdr")
+
+    def __init__(self, route_name: str, kind: str) -> None:
+        self.header: str | None = None  # the header a header:NAME key reads
+        if kind.startswith("header:") and len(kind) > len("header:"):
+            self.header = kind[len("header:") :]
+        elif kind not in ("subject", "ip"):
+            raise ValueError(f"unknown rate limit key {kind!r}: expected subject, ip or header:NAME")
+        self._kind = "header" if self.header is not None else kind
+        self._ip = f"{route_name}:ip:"
+        self._sub = f"{route_name}:sub:"
+        self._hdr = f"{route_name}:hdr:{self.header.lower()}:" if self.header is not None else ""
+
+    def __call__(self, subject: str | None, client_ip: str, headers: Mapping[str, str]) -> str:
+        """The key for one request. Raises :class:`~gateway.errors.BadRequest` when the key's
+        header is repeated: a second line must not buy a second budget."""
+        kind = self._kind
+        if kind == "subject":
+            if subject:
+                return self._sub + subject
+        elif self.header is not None:
+            value = single_value(headers, self.header)
+            if value:
+                return self._hdr + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+        return self._ip + client_ip
 
 
 def gcra_parameters(limit: int, window_seconds: float) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .cors import CorsPolicy
 from .headers import FORWARDING_HEADERS, STRIPPED_FROM_CLIENTS, HeaderPlan, TrustedProxies
-from .ratelimit import RateLimitStore, build_store
+from .ratelimit import LimitKey, RateLimitStore, build_store
 from .routing import RouteTable
 from .upstream.client import UpstreamClient
 from .upstream.forward import Timeouts
@@ -48,6 +48,7 @@ class RoutePlan:
     timeouts: Timeouts
     ssl_context: ssl.SSLContext | None
     replay_buffer_bytes: int
+    limit_key: LimitKey  # the route's rate_limit.key (an unused ip key when it has no rate limit)
     aggregate: AggregatePlan | None = None
 
 
@@ -99,11 +100,13 @@ class Runtime:
         self.plans: dict[str, RoutePlan] = {}
         for route in config.routes:
             target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
+            limit_key = LimitKey(route.name, route.rate_limit.key if route.rate_limit else "ip")
             self.plans[route.name] = RoutePlan(
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
                 request_headers=HeaderPlan(route.request_headers, drop_upstream, reserved=gateway_set,
-                                           fold_underscores=True),
+                                           fold_underscores=True,
+                                           guarded=(limit_key.header,) if limit_key.header else ()),
                 response_headers=HeaderPlan(route.response_headers),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
                 timeouts=Timeouts(
@@ -112,6 +115,7 @@ class Runtime:
                 ),
                 ssl_context=self._ssl.get(route.upstream) if route.upstream else None,
                 replay_buffer_bytes=target_upstream.retry.replay_buffer_bytes if target_upstream else 0,
+                limit_key=limit_key,
                 aggregate=AggregatePlan(route, self.pools, config.upstreams, self._ssl) if route.aggregate else None,
             )
 

@@ -9,6 +9,7 @@ receives, so "the upstream never sees it" is asserted, not assumed.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from tornado.web import Application, RequestHandler
@@ -61,6 +62,10 @@ async def exchange(port: int, target: str, lines: list[str]) -> tuple[int, dict[
     return int(status_line.split(" ")[1]), headers, body
 
 
+def bad_request(status: int, body: bytes) -> tuple[int, str | None]:
+    return status, json.loads(body).get("error")  # an upstream answer ({}) has none
+
+
 @pytest.fixture
 def recorder(start_upstream) -> tuple[LineRecorder, str]:
     rec = LineRecorder()
@@ -106,4 +111,58 @@ async def test_underscore_spellings_of_owned_headers_never_reach_the_upstream(
         assert stripped not in seen, stripped
     # An underscore name that folds onto nothing the gateway owns passes as sent.
     assert [value for name, value in rec.seen[-1][1] if name.lower() == "x_custom"] == ["kept"]
+
+
+# --- finding 5: a repeated header that a policy reads ---
+
+async def test_a_repeated_rate_limit_key_header_is_400_and_buys_no_budget(recorder, start_gateway) -> None:
+    rec, url = recorder
+    gw = await start_gateway(f"""
+    upstreams: {{up: {{targets: ["{url}"]}}}}
+    routes:
+      - {{name: keyed, path: /k, upstream: up, rate_limit: {{requests: 3, window_seconds: 60, key: "header:X-Api-Key"}}}}
+    """)
+    answers = [await exchange(gw.port, "/k", [f"X-Api-Key: fresh-{i}", "X-Api-Key: shared"]) for i in range(6)]
+    assert [bad_request(status, body) for status, _, body in answers] == [(400, "bad_request")] * 6
+    assert json.loads(answers[0][2])["message"] == "the X-Api-Key header is repeated"
+    assert rec.seen == []
+    # One line per request is still limited as before: the budget is the key's.
+    codes = [(await exchange(gw.port, "/k", ["X-Api-Key: shared"]))[0] for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+async def test_an_underscore_spelling_of_the_key_header_does_not_reach_the_upstream(recorder, start_gateway) -> None:
+    rec, url = recorder
+    gw = await start_gateway(f"""
+    upstreams: {{up: {{targets: ["{url}"]}}}}
+    routes:
+      - {{name: keyed, path: /k, upstream: up, rate_limit: {{requests: 3, window_seconds: 60, key: "header:X-Api-Key"}}}}
+    """)
+    # A fresh X-Api-Key each time for the budget, the real key where a CGI/WSGI backend would read it.
+    statuses = [(await exchange(gw.port, "/k", [f"X-Api-Key: fresh-{i}", "X_Api_Key: mine"]))[0] for i in range(2)]
+    assert statuses == [200, 200]
+    assert [rec.folded(i)["x-api-key"] for i in range(2)] == [["fresh-0"], ["fresh-1"]]
+
+
+@pytest.mark.parametrize("route_path", ["/required", "/optional"])
+async def test_two_authorization_lines_are_400_not_a_token_check(recorder, start_gateway, route_path: str) -> None:
+    rec, url = recorder
+    gw = await start_gateway(f"""
+    auth:
+      jwt: {{algorithms: [HS256], secret: "{SECRET}", claims_to_headers: {{sub: X-User-Id}}}}
+    upstreams: {{up: {{targets: ["{url}"]}}}}
+    routes:
+      - {{name: required, path: /required, upstream: up, auth: required}}
+      - {{name: optional, path: /optional, upstream: up, auth: optional}}
+    """)
+    valid = f"Authorization: Bearer {token('alice')}"
+    for lines in ([valid, valid], [valid, f"Authorization: Bearer {token('mallory')}"], [valid, "Authorization: Basic eDp5"]):
+        status, headers, body = await exchange(gw.port, route_path, lines)
+        assert bad_request(status, body) == (400, "bad_request"), lines
+        assert json.loads(body)["message"] == "the Authorization header is repeated"
+        assert "WWW-Authenticate" not in headers
+    assert rec.seen == []
+    status, _, _ = await exchange(gw.port, route_path, [valid])
+    assert status == 200
+    assert rec.folded()["x-user-id"] == ["alice"]
 

@@ -1,14 +1,19 @@
-"""gateway.headers: what a route passes on, drops and sets (compiled once per route),."""
+"""gateway.headers: what a route passes on, drops and sets (compiled once per route), and single_value."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
+from tornado.httputil import HTTPHeaders
 
 from gateway.config import HeaderRules
+from gateway.errors import BadRequest
 from gateway.headers import (
     FORWARDING_HEADERS,
     STRIPPED_FROM_CLIENTS,
     HeaderPlan,
+    single_value,
     tornado_headers,
 )
 
@@ -87,3 +92,40 @@ def test_a_response_plan_does_not_fold() -> None:
     assert plan.apply([("X_Request_Id", "a"), ("Server_", "b"), ("Keep_Alive", "c")]) == [
         ("X_Request_Id", "a"), ("Server_", "b"), ("Keep_Alive", "c")]
 
+
+def _headers(*lines: tuple[str, str]) -> HTTPHeaders:
+    headers = HTTPHeaders()
+    for name, value in lines:
+        headers.add(name, value)
+    return headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (_headers(), None),
+        (_headers(("Authorization", "Bearer a")), "Bearer a"),
+        (_headers(("authorization", "Bearer a")), "Bearer a"),
+        (_headers(("Authorization", "Bearer a, Bearer b")), "Bearer a, Bearer b"),  # one line, as sent
+        (_headers(("Authorization", "")), ""),
+        (_headers(("X-Other", "1"), ("X-Other", "2"), ("Authorization", "Bearer a")), "Bearer a"),
+        ({"authorization": "Bearer a"}, "Bearer a"),  # a plain mapping, case-insensitively
+        ({}, None),
+    ],
+)
+def test_single_value(headers: Mapping[str, str], expected: str | None) -> None:
+    assert single_value(headers, "Authorization") == expected
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        (("Authorization", "Bearer a"), ("Authorization", "Bearer b")),
+        (("Authorization", "Bearer a"), ("authorization", "Bearer a")),
+        (("Authorization", ""), ("AUTHORIZATION", "Bearer a")),
+    ],
+)
+def test_single_value_refuses_a_repeated_header(lines: tuple[tuple[str, str], ...]) -> None:
+    with pytest.raises(BadRequest, match="^the Authorization header is repeated$") as caught:
+        single_value(_headers(*lines), "Authorization")
+    assert (caught.value.status, caught.value.code) == (400, "bad_request")

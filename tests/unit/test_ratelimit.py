@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tornado.httputil import HTTPHeaders
 
-from gateway.config import RateLimitConfig
-from gateway.ratelimit import Decision, MemoryStore, build_store, gcra_parameters, limit_key
+from gateway.errors import BadRequest
+from gateway.ratelimit import Decision, LimitKey, MemoryStore, build_store, gcra_parameters
 
 
 class SteppedClock:
@@ -150,20 +151,49 @@ API_KEY_DIGEST = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
     ],
 )
 def test_limit_key(key, subject, headers, expected):
-    rule = RateLimitConfig(requests=10, window_seconds=1.0, key=key)
-    assert limit_key(rule, "orders", subject, "203.0.113.7", headers) == expected
+    assert LimitKey("orders", key)(subject, "203.0.113.7", headers) == expected
+    # The same from the request's own HTTPHeaders, as the proxy passes them.
+    assert LimitKey("orders", key)(subject, "203.0.113.7", HTTPHeaders(headers)) == expected
 
 
 def test_limit_key_separates_routes():
-    rule = RateLimitConfig(requests=10, window_seconds=1.0, key="ip")
-    assert limit_key(rule, "a", None, "10.0.0.1", {}) != limit_key(rule, "b", None, "10.0.0.1", {})
+    assert LimitKey("a", "ip")(None, "10.0.0.1", {}) != LimitKey("b", "ip")(None, "10.0.0.1", {})
+
+
+@pytest.mark.parametrize(
+    ("key", "header"), [("subject", None), ("ip", None), ("header:X-Api-Key", "X-Api-Key")])
+def test_limit_key_names_the_header_it_reads(key, header):
+    assert LimitKey("orders", key).header == header
 
 
 @pytest.mark.parametrize("key", ["cookie", "header:", "IP"])
-def test_limit_key_refuses_an_unknown_kind(key):
-    rule = RateLimitConfig(requests=10, window_seconds=1.0, key=key)
+def test_limit_key_refuses_an_unknown_kind_at_load(key):
     with pytest.raises(ValueError, match="unknown rate limit key"):
-        limit_key(rule, "orders", "alice", "10.0.0.1", {})
+        LimitKey("orders", key)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("X-Api-Key", "secret"), ("X-Api-Key", "other")],
+        [("X-Api-Key", "secret"), ("x-api-key", "secret")],  # the same value twice is still two lines
+        [("X-Api-Key", ""), ("X-API-KEY", "secret")],
+    ],
+)
+def test_a_repeated_key_header_is_a_bad_request(lines):
+    headers = HTTPHeaders()
+    for name, value in lines:
+        headers.add(name, value)
+    with pytest.raises(BadRequest, match="the X-Api-Key header is repeated"):
+        LimitKey("orders", "header:X-Api-Key")(None, "10.0.0.1", headers)
+
+
+def test_a_repeated_header_the_key_does_not_read_is_no_concern():
+    headers = HTTPHeaders()
+    headers.add("X-Other", "a")
+    headers.add("X-Other", "b")
+    assert LimitKey("orders", "ip")(None, "10.0.0.1", headers) == "orders:ip:10.0.0.1"
+    assert LimitKey("orders", "header:X-Api-Key")("alice", "10.0.0.1", headers) == "orders:ip:10.0.0.1"
 
 
 async def test_build_store_memory(io_loop):
