@@ -11,6 +11,13 @@ Paths are normalised before matching (percent-decoding for comparison, ``.``
 and ``..`` resolved, ``//`` merged), so ``/api/orders/../admin`` or
 ``/api/orders/%2e%2e/admin`` cannot reach a route it does not name. What goes
 upstream is built from the client's own (still encoded) segments.
+
+What the gateway would read as an ordinary segment but a backend reads as a
+dot segment or a separator is refused instead of forwarded: Tomcat and
+Jetty drop ``;`` parameters from each segment (``/public/..;/admin`` is
+``/admin`` there), IIS and some WSGI stacks take ``\\`` for ``/``. So a dot
+segment carrying parameters (``..;x``, ``.;``, encoded as ``%2e%2e%3b``) and
+any backslash (raw, ``%5C`` or ``%5c``) are a 400.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ from .errors import BadRequest, MethodNotAllowed, NoRoute
 __all__ = ["RouteTable", "Match", "normalize_path"]
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_SEPARATORS = re.compile(r"[/\\]")
 
 
 @dataclass(frozen=True)
@@ -53,13 +59,17 @@ def normalize_path(raw_path: str) -> tuple[list[str], list[str], bool]:
     """Split a request path into (raw segments, decoded segments, trailing slash).
 
     Dot segments are resolved and empty segments dropped. Raises BadRequest for a
-    path that is not absolute, holds a NUL, or hides dot segments behind an
-    encoded slash (``%2F..%2F``).
+    path that is not absolute, holds a NUL or a backslash (raw or encoded), hides
+    dot segments behind an encoded slash (``%2F..%2F``), or has a dot segment with
+    ``;`` parameters (``..;``, ``.;x``), raw or encoded.
     """
     if not raw_path.startswith("/"):
         raise BadRequest("the request path must start with '/'")
     trailing = raw_path.endswith("/") and len(raw_path) > 1
-    if "%" not in raw_path and "/." not in raw_path and "//" not in raw_path and "\x00" not in raw_path:
+    # A plain path (most requests) takes one scan per marker; only a path with one of them is walked.
+    # A dot segment with ';' always holds "/." raw or a '%' encoded, so ';' needs no marker of its own.
+    if ("%" not in raw_path and "/." not in raw_path and "//" not in raw_path and "\x00" not in raw_path
+            and "\\" not in raw_path):
         raw = raw_path.split("/")[1:]
         if trailing:
             raw.pop()
@@ -73,6 +83,10 @@ def normalize_path(raw_path: str) -> tuple[list[str], list[str], bool]:
             raise BadRequest("the request path is not valid UTF-8 once decoded") from None
         if "\x00" in decoded:
             raise BadRequest("the request path holds a NUL byte")
+        if "\\" in decoded:
+            raise BadRequest("the request path holds a backslash")
+        if ";" in decoded and decoded.partition(";")[0] in (".", ".."):
+            raise BadRequest("a dot segment with ';' parameters is refused")
         if decoded in ("", "."):
             continue
         if decoded == "..":
@@ -80,7 +94,7 @@ def normalize_path(raw_path: str) -> tuple[list[str], list[str], bool]:
                 raw_out.pop()
                 decoded_out.pop()
             continue
-        if decoded != segment and any(p in (".", "..") for p in _SEPARATORS.split(decoded)):
+        if decoded != segment and "/" in decoded and any(p in (".", "..") for p in decoded.split("/")):
             raise BadRequest("encoded path separators around dot segments are refused")
         raw_out.append(segment)
         decoded_out.append(decoded)

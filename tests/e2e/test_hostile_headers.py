@@ -166,3 +166,39 @@ async def test_two_authorization_lines_are_400_not_a_token_check(recorder, start
     assert status == 200
     assert rec.folded()["x-user-id"] == ["alice"]
 
+
+# --- finding 8: path tricks that backends normalise ---
+
+TRICKS = [
+    "/public/..;/admin-api/x",
+    "/public/..;jsessionid=1/admin-api/x",
+    "/public/.;/../admin-api/x",
+    "/public/%2e%2e;/admin-api/x",
+    "/public/..%3b/admin-api/x",
+    "/public/%2E%2E%3B/admin-api/x",
+    "/public/..\\admin-api\\x",
+    "/public\\..\\admin-api\\x",
+    "/public/..%5cadmin-api/x",
+    "/public/..%5Cadmin-api%5Cx",
+]
+
+
+async def test_path_tricks_are_400_and_reach_nothing(recorder, start_gateway) -> None:
+    rec, url = recorder
+    gw = await start_gateway(f"""
+    auth:
+      jwt: {{algorithms: [HS256], secret: "{SECRET}"}}
+    upstreams: {{up: {{targets: ["{url}"]}}}}
+    routes:
+      - {{name: public, path: /public, upstream: up, auth: none}}
+      - {{name: admin, path: /admin-api, upstream: up, auth: required}}
+    """)
+    answers = {path: await exchange(gw.port, path, []) for path in TRICKS}
+    assert {path: bad_request(status, body) for path, (status, _, body) in answers.items()} == {
+        path: (400, "bad_request") for path in TRICKS}
+    assert rec.seen == []
+    # The routes themselves work: the public one without a token, the admin one only with one.
+    assert (await exchange(gw.port, "/public/page", []))[0] == 200
+    assert (await exchange(gw.port, "/admin-api/x", []))[0] == 401
+    assert (await exchange(gw.port, "/admin-api/x", [f"Authorization: Bearer {token('alice')}"]))[0] == 200
+    assert [path for path, _ in rec.seen] == ["/public/page", "/admin-api/x"]

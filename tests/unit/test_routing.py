@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config import AggregatePart, RouteConfig
 from gateway.errors import BadRequest, MethodNotAllowed, NoRoute
-from gateway.routing import RouteTable
+from gateway.routing import RouteTable, normalize_path
 
 ROUTES = [
     RouteConfig("orders", "/api/orders", "u", strip_prefix=True),
@@ -134,7 +134,7 @@ def test_normalisation_can_leave_every_route(path: str) -> None:
 @pytest.mark.parametrize("path, reason", [
     ("/api/orders/a%2F..%2Fb", "encoded path separators around dot segments are refused"),
     ("/api/orders/..%2f..%2fadmin", "encoded path separators around dot segments are refused"),
-    ("/api/orders/x%5C..%5Cy", "encoded path separators around dot segments are refused"),
+    ("/api/orders/x%5C..%5Cy", "the request path holds a backslash"),
     ("/api/orders/%00", "the request path holds a NUL byte"),
     ("/api/orders/a\x00b", "the request path holds a NUL byte"),
     ("/api/orders/%ff", "the request path is not valid UTF-8 once decoded"),
@@ -145,6 +145,75 @@ def test_malformed_paths_are_bad_requests(path: str, reason: str) -> None:
     with pytest.raises(BadRequest) as info:
         TABLE.match("GET", "gw.local", path)
     assert (info.value.status, info.value.code, info.value.message) == (400, "bad_request", reason)
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "decoded", "trailing"),
+    [
+        ("/", [""], [""], False),
+        ("/api/orders/7", ["api", "orders", "7"], ["api", "orders", "7"], False),
+        ("/api/orders/", ["api", "orders"], ["api", "orders"], True),
+        ("/api//orders", ["api", "orders"], ["api", "orders"], False),
+        ("/api/./orders", ["api", "orders"], ["api", "orders"], False),
+        ("/api/x/../orders", ["api", "orders"], ["api", "orders"], False),
+        ("/api/x/%2e%2e/orders", ["api", "orders"], ["api", "orders"], False),
+        ("/../../api", ["api"], ["api"], False),
+        ("/a%20b", ["a%20b"], ["a b"], False),
+        # ';' in an ordinary segment, or after more than dots, is no dot segment anywhere
+        ("/api;v=1/orders", ["api;v=1", "orders"], ["api;v=1", "orders"], False),
+        ("/public/...;/x", ["public", "...;", "x"], ["public", "...;", "x"], False),
+        ("/public/.x;/y", ["public", ".x;", "y"], ["public", ".x;", "y"], False),
+        ("/public/a..;/y", ["public", "a..;", "y"], ["public", "a..;", "y"], False),
+        ("/public/;../y", ["public", ";..", "y"], ["public", ";..", "y"], False),
+        ("/files/a%3Bb", ["files", "a%3Bb"], ["files", "a;b"], False),
+    ],
+)
+def test_normalize_path_table(path: str, raw: list[str], decoded: list[str], trailing: bool) -> None:
+    assert normalize_path(path) == (raw, decoded, trailing)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # dot segments with ';' parameters: Tomcat and Jetty read them as '..' and '.'
+        "/public/..;/admin-api/x",
+        "/public/..;x/admin-api/x",
+        "/public/..;jsessionid=1/admin-api/x",
+        "/public/..;",
+        "/public/.;/admin-api",
+        "/public/.;x/admin-api",
+        "/..;/admin-api",
+        # their percent-encoded forms, either case
+        "/public/%2e%2e;/admin-api/x",
+        "/public/%2E%2E;/admin-api/x",
+        "/public/..%3b/admin-api/x",
+        "/public/..%3B/admin-api/x",
+        "/public/%2e%2e%3b/admin-api/x",
+        "/public/.%2e;x/admin-api/x",
+        "/public/%2e;/admin-api",
+        "/public/.%3bx/admin-api",
+    ],
+)
+def test_dot_segments_with_parameters_are_refused(path: str) -> None:
+    with pytest.raises(BadRequest, match="^a dot segment with ';' parameters is refused$"):
+        normalize_path(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/public\\..\\admin-api\\x",
+        "/public/..\\admin-api/x",
+        "/public/x\\",
+        "/public/%5C../admin-api",
+        "/public/..%5cadmin-api/x",
+        "/public/%5c",
+        "/public%5C..%5Cadmin-api",
+    ],
+)
+def test_a_backslash_is_refused_raw_or_encoded(path: str) -> None:
+    with pytest.raises(BadRequest, match="^the request path holds a backslash$"):
+        normalize_path(path)
 
 
 @pytest.mark.parametrize("path, route, params", [
