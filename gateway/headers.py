@@ -132,11 +132,7 @@ class HeaderPlan:
             lowered = name.lower()
             if lowered == "connection":
                 listed |= connection_listed(value)
-            elif lowered in drop:
-                continue
-            elif "_" in lowered and folded_drop and lowered.replace("_", "-") in folded_drop:
-                continue
-            else:
+            elif lowered not in drop and ("_" not in lowered or lowered.replace("_", "-") not in folded_drop):
                 out.append((name, value))
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]
