@@ -64,11 +64,13 @@ def certs(tmp_path: Path) -> dict[str, tuple[str, str]]:
 def https_upstream(io_loop: Any) -> Iterator[Any]:
     servers: list[HTTPServer] = []
 
-    def start(certfile: str, keyfile: str, client_ca: str | None = None) -> str:
+    def start(certfile: str, keyfile: str, client_ca: str | None = None, client_cert_required: bool = True) -> str:
+        """An HTTPS echo server; with ``client_ca`` it asks for a client certificate (and refuses a
+        handshake without one unless ``client_cert_required`` is False)."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certfile, keyfile)
         if client_ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
+            context.verify_mode = ssl.CERT_REQUIRED if client_cert_required else ssl.CERT_OPTIONAL
             context.load_verify_locations(client_ca)
         server = HTTPServer(Application([(r".*", Echo)]), ssl_options=context)
         sock, port = bind_unused_port()
@@ -142,3 +144,43 @@ async def test_mtls_upstream_gets_the_client_certificate(
     assert json.loads(response.body)["client_cert"] == "client"
     without = await start_gateway(gateway_yaml(target, upstream_tls=f", tls: {{ca_file: {ca}}}"))
     assert (await http(without.url + "/api/x")).code == 502
+
+
+def two_upstreams_yaml(target: str, tls_a: str, tls_b: str) -> str:
+    """Upstreams ``a`` and ``b`` with the same target and their own TLS settings, behind /a and /b."""
+    return f"""
+    upstreams:
+      a: {{targets: ["{target}"], tls: {tls_a}, connect_timeout: 2}}
+      b: {{targets: ["{target}"]{tls_b}, connect_timeout: 2}}
+    routes:
+      - {{name: a, path: /a, upstream: a}}
+      - {{name: b, path: /b, upstream: b}}
+    """
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_a_connection_trusted_under_one_ca_file_is_not_reused_by_an_upstream_without_it(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"])
+    gateway = await start_gateway(two_upstreams_yaml(target, f"{{ca_file: {certs['upstream'][0]}}}", ""))
+    first = await http(gateway.url + "/a/x")
+    assert first.code == 200
+    assert json.loads(first.body) == {"proto": "http", "client_cert": None}
+    second = await http(gateway.url + "/b/x")  # b trusts only the system CAs: its own handshake fails
+    assert second.code == 502
+    assert json.loads(second.body)["message"] == "the upstream could not be reached"
+    assert (await http(gateway.url + "/a/y")).code == 200  # a's kept connection still serves a
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_a_client_certificate_is_never_presented_on_behalf_of_another_upstream(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"], client_ca=certs["client"][0], client_cert_required=False)
+    ca = certs["upstream"][0]
+    client_cert, client_key = certs["client"]
+    gateway = await start_gateway(two_upstreams_yaml(
+        target, f"{{ca_file: {ca}, certfile: {client_cert}, keyfile: {client_key}}}", f", tls: {{ca_file: {ca}}}"))
+    for path, presented in [("/a/1", "client"), ("/b/1", None), ("/a/2", "client"), ("/b/2", None)]:
+        response = await http(gateway.url + path)
+        assert response.code == 200
+        assert json.loads(response.body)["client_cert"] == presented, path
