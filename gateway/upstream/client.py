@@ -39,6 +39,7 @@ origin and the socket or TLS library's words (SPEC §4).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import ssl
@@ -724,4 +725,8 @@ def _request_head(method: str, target: str, host: str, fields: Sequence[tuple[st
 
 
 def _describe(exc: BaseException) -> str:
+    """A failure in words for the log: the errno's own ("Connection refused", whatever the event loop
+    wrapped it in), the TLS library's message, or the exception's."""
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
+        return os.strerror(exc.errno)
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
