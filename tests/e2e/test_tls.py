@@ -3,46 +3,20 @@ targets are verified (`tls.ca_file`), and present a client certificate for mTLS.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
 from tests.conftest import Fetch
-
-
-def self_signed(directory: Path, name: str) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 and localhost; (certfile, keyfile)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / f"{name}.crt", directory / f"{name}.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
+from tests.support.certs import self_signed
 
 
 class Echo(RequestHandler):
@@ -184,3 +158,22 @@ async def test_a_client_certificate_is_never_presented_on_behalf_of_another_upst
         response = await http(gateway.url + path)
         assert response.code == 200
         assert json.loads(response.body)["client_cert"] == presented, path
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_a_failed_handshake_is_logged_with_the_request_id_and_not_shown(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    target = https_upstream(*certs["upstream"])
+    gateway = await start_gateway(gateway_yaml(target))  # system CAs only: the self-signed certificate fails
+    response = await http(gateway.url + "/api/x", headers={"X-Request-Id": "rid-tls"})
+    assert response.code == 502
+    assert json.loads(response.body) == {"error": "bad_gateway", "message": "the upstream could not be reached",
+                                         "status": 502, "request_id": "rid-tls"}
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "rid-tls" in r.getMessage()]
+    assert len(lines) == 1
+    level, message = lines[0]
+    assert level == logging.WARNING
+    assert message.startswith(f"request_id=rid-tls 502 bad_gateway: cannot connect to {target}: "
+                              "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), message
