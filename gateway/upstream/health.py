@@ -36,7 +36,6 @@ from tornado.httputil import HTTPInputError
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from gateway.config import HealthCheckConfig
-from gateway.upstream.tls import system_context
 
 if TYPE_CHECKING:
     from gateway.upstream.pool import Target
@@ -134,7 +133,7 @@ class HealthChecker:
             follow_redirects=False,
             decompress_response=False,
             streaming_callback=_discard,
-            ssl_options=self._ssl_context or system_context(),  # only used for https:// targets
+            ssl_options=self._ssl_context,  # None only for an upstream without https:// targets
         )
         try:
             response = await client.fetch(request, raise_error=False)

@@ -3,6 +3,7 @@ targets are verified (`tls.ca_file`), and present a client certificate for mTLS.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -177,3 +178,27 @@ async def test_a_failed_handshake_is_logged_with_the_request_id_and_not_shown(
     assert level == logging.WARNING
     assert message.startswith(f"request_id=rid-tls 502 bad_gateway: cannot connect to {target}: "
                               "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), message
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_health_checks_use_the_upstreams_own_tls_context(
+        start_gateway: Any, https_upstream: Any, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"], client_ca=certs["client"][0])  # a client certificate is required
+    ca = certs["upstream"][0]
+    client_cert, client_key = certs["client"]
+    check = "health_check: {path: /health, interval_seconds: 0.05, timeout_seconds: 1, unhealthy_threshold: 1}"
+    gateway = await start_gateway(f"""
+    upstreams:
+      mtls: {{targets: ["{target}"], tls: {{ca_file: {ca}, certfile: {client_cert}, keyfile: {client_key}}}, {check}}}
+      nocert: {{targets: ["{target}"], tls: {{ca_file: {ca}}}, {check}}}
+    routes:
+      - {{name: a, path: /a, upstream: mtls}}
+    """)
+    pools = gateway.holder.runtime.pools
+    assert pools["mtls"].ssl_context is gateway.holder.runtime.plans["a"].ssl_context  # built once, used by both
+    for _ in range(100):
+        if not pools["nocert"].targets[0].healthy:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # a few more rounds
+    assert (pools["mtls"].targets[0].healthy, pools["nocert"].targets[0].healthy) == (True, False)
