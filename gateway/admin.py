@@ -11,6 +11,10 @@ traffic. Every answer is JSON except ``/-/metrics`` (Prometheus text format).
 * ``POST /-/reload`` — re-read the config file: ``200 {"status": "reloaded"}``,
   or ``400 {"error": "invalid_config", "problems": [...]}`` and the running
   config stays.
+
+Other errors (an unknown path, a wrong method, a bug) are SPEC §4's JSON from
+:func:`~gateway.errors.render_error`, the main listener's renderer, with a request
+id (the client's ``X-Request-Id`` when valid); a bug is logged with that id.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tornado.web import Application, RequestHandler
+from tornado.web import Application, HTTPError, RequestHandler
 
 from .config import ConfigError
+from .errors import BadRequest, GatewayError, InternalError, MethodNotAllowed, NoRoute, render_error
+from .headers import request_id_from
 from .metrics import CONTENT_TYPE
 from .runtime import RuntimeHolder
 
@@ -40,6 +46,7 @@ class AdminHandler(RequestHandler):
     def initialize(self, holder: RuntimeHolder, reload: Reload) -> None:
         self.holder = holder
         self.reload = reload
+        self.request_id = request_id_from(self.request.headers.get("X-Request-Id"))
 
     def answer(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -48,8 +55,30 @@ class AdminHandler(RequestHandler):
         self.finish(json.dumps(body, indent=2) + "\n")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = "not_found" if status_code == 404 else "method_not_allowed" if status_code == 405 else "internal_error"
-        self.answer({"error": error, "message": self._reason, "status": status_code}, status_code)
+        error = self._error(status_code)
+        self.set_status(error.status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Request-Id", self.request_id)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.finish(render_error(error, self.request_id))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """A bug is logged with the request id its 500 answer shows; refusals (HTTPError) are not."""
+        if typ is not None and not issubclass(typ, HTTPError):
+            log.error("request_id=%s admin %s %s: internal error", self.request_id, self.request.method,
+                      self.request.path, exc_info=(typ, value, tb))
+
+    def _error(self, status_code: int) -> GatewayError:
+        if status_code == 404:
+            return NoRoute()
+        if status_code == 405:
+            return MethodNotAllowed([m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+                                     if getattr(type(self), m.lower()) is not RequestHandler._unimplemented_method])
+        if 400 <= status_code < 500:
+            return BadRequest()
+        return InternalError()
 
 
 class MetricsHandler(AdminHandler):

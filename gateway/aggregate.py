@@ -6,6 +6,10 @@ The answer is ``{"<part name>": <decoded JSON>, ...}``. A part that failed,
 answered a non-2xx status, timed out, or was not JSON is ``null`` and the
 answer carries ``X-Gateway-Completed: false``; when every part failed the
 route answers 502. The route's ``timeout`` bounds the whole fan-out.
+
+Why a part failed (an upstream's address, a library's words) is logged with the
+request id, never put in the answer: one line per failed part when the answer is
+partial; when every part failed, the 502's own log line lists them all.
 """
 
 from __future__ import annotations
@@ -81,36 +85,44 @@ class AggregatePlan:
         done, pending = await asyncio.wait(tasks, timeout=self.timeout_seconds)
         for task in pending:
             task.cancel()
-        results = [task.result() if task in done else _timed_out(part)
-                   for part, task in zip(self.parts, tasks, strict=True)]
+        results = [task.result() if task in done else _Failed("did not finish within the route's timeout")
+                   for task in tasks]
         if pending:
             await asyncio.wait(pending)  # let the cancelled parts release their connections
-        failed = sum(1 for value in results if value is _FAILED)
-        if failed == len(self.parts):
-            raise BadGateway("every part of the aggregate failed")
-        merged = {part.name: (None if value is _FAILED else value)
+        failures = [(part.name, value.reason) for part, value in zip(self.parts, results, strict=True)
+                    if isinstance(value, _Failed)]
+        if len(failures) == len(self.parts):
+            raise BadGateway("every part of the aggregate failed", log_message="every part of the aggregate failed: "
+                             + "; ".join(f"{name}: {reason}" for name, reason in failures))
+        if failures:
+            request_id = _request_id(headers)
+            for name, reason in failures:
+                log.info("request_id=%s aggregate part %s failed: %s", request_id, name, reason)
+        merged = {part.name: (None if isinstance(value, _Failed) else value)
                   for part, value in zip(self.parts, results, strict=True)}
-        return AggregateResult(json_encode(merged).encode(), completed=failed == 0)
+        return AggregateResult(json_encode(merged).encode(), completed=not failures)
 
     async def _fetch(self, part: _Part, client: UpstreamClient, path: str, headers: Fields,
                      events: ForwardEvents) -> Any:
+        """The part's decoded JSON, or a :class:`_Failed` saying why there is none."""
         sink = _Collector()
         try:
             exchange = await forward(
                 part.pool, client, method="GET", path=path, headers=headers, body=None,
                 sink=sink, timeouts=part.timeouts, ssl_context=part.ssl_context, events=events,
             )
-        except (GatewayError, ResponseInterrupted) as exc:
-            log.info("aggregate part %s failed: %s", part.name, exc)
-            return _FAILED
-        if not 200 <= exchange.status < 300 or sink.overflow:
-            log.info("aggregate part %s answered %d", part.name, exchange.status)
-            return _FAILED
+        except GatewayError as exc:
+            return _Failed(exc.detail)
+        except ResponseInterrupted as exc:
+            return _Failed(str(exc))
+        if not 200 <= exchange.status < 300:
+            return _Failed(f"answered {exchange.status}")
+        if sink.overflow:
+            return _Failed(f"answered more than {MAX_PART_BYTES} bytes")
         try:
             return json_decode(b"".join(sink.chunks))
         except (ValueError, UnicodeDecodeError):
-            log.info("aggregate part %s did not answer JSON", part.name)
-            return _FAILED
+            return _Failed("did not answer JSON")
 
 
 def substitute(template: str, params: Mapping[str, str]) -> str:
@@ -119,16 +131,20 @@ def substitute(template: str, params: Mapping[str, str]) -> str:
 
 
 class _Failed:
+    """A part that has no answer to merge, and why (for the log)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
     def __repr__(self) -> str:
-        return "FAILED"
+        return f"<failed: {self.reason}>"
 
 
-_FAILED = _Failed()
-
-
-def _timed_out(part: _Part) -> _Failed:
-    log.info("aggregate part %s did not finish within the route's timeout", part.name)
-    return _FAILED
+def _request_id(headers: Fields) -> str:
+    """The request id the proxy put among the parts' headers (it is added last, so look from the end)."""
+    return next((value for name, value in reversed(headers) if name == "X-Request-Id"), "-")
 
 
 class _Collector:

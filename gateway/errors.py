@@ -2,7 +2,13 @@
 
 Every error the gateway itself answers with is a :class:`GatewayError`; each
 subclass is one row of SPEC §4 and carries its ``status``, its ``code``, a
-message for people and optional response headers::
+message for people and optional response headers. What is shown is kept apart
+from what is logged (as Tornado's ``HTTPError(log_message, reason=)`` does):
+``message`` goes into the body and says what a client can act on;
+``log_message`` holds what only the operator may see (an upstream's address and
+port, a socket or TLS library's words, an upstream's name) and goes to the log
+with the request id. SPEC §4: error bodies never name an internal address, port,
+certificate or library message::
 
     GatewayError
     ├── BadRequest            400 bad_request
@@ -41,10 +47,17 @@ class GatewayError(Exception):
     code: str = "internal_error"
     default_message: str = "internal error"
 
-    def __init__(self, message: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, message: str | None = None, headers: Mapping[str, str] | None = None, *,
+                 log_message: str | None = None) -> None:
         self.message = message or self.default_message
+        self.log_message = log_message
         self.headers: dict[str, str] = dict(headers or {})
         super().__init__(self.message)
+
+    @property
+    def detail(self) -> str:
+        """What the log says about this error: ``log_message`` when there is one, else ``message``."""
+        return self.log_message or self.message
 
 
 class BadRequest(GatewayError):
@@ -74,8 +87,8 @@ class MissingToken(GatewayError):
 class InvalidToken(GatewayError):
     status, code, default_message = 401, "invalid_token", "the bearer token is not valid"
 
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str | None = None, *, log_message: str | None = None) -> None:
+        super().__init__(message, log_message=log_message)
         self.headers["WWW-Authenticate"] = _bearer_challenge("invalid_token", self.message)
 
 
@@ -131,8 +144,11 @@ class UpstreamConnectError(BadGateway):
     """The upstream could not be reached. ``refused``: no byte of the request was sent, so any
     method may be tried again elsewhere."""
 
-    def __init__(self, message: str | None = None, refused: bool = False) -> None:
-        super().__init__(message)
+    default_message = "the upstream could not be reached"
+
+    def __init__(self, message: str | None = None, refused: bool = False, *,
+                 log_message: str | None = None) -> None:
+        super().__init__(message, log_message=log_message)
         self.refused = refused
 
 
@@ -149,8 +165,8 @@ class UpstreamTimeout(GatewayError):
 
     status, code, default_message = 504, "upstream_timeout", "the upstream took too long to answer"
 
-    def __init__(self, message: str | None = None, sent: bool = True) -> None:
-        super().__init__(message)
+    def __init__(self, message: str | None = None, sent: bool = True, *, log_message: str | None = None) -> None:
+        super().__init__(message, log_message=log_message)
         self.sent = sent
 
 

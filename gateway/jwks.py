@@ -194,8 +194,9 @@ class JwksKeySource(KeySource):
             self._last_kid_refetch = self._clock()
             await self.refresh()
         key = self._lookup(kid)
-        if key is None:
-            raise InvalidToken("unknown key id")
+        if key is None:  # the body never names the IdP; the log does, and says whether its last fetch failed
+            raise InvalidToken("unknown key id", log_message=f"key id {kid[:80]!r} is not in the JWK set from "
+                               f"{self._shown_url}{'' if self._healthy else ' (its last fetch failed)'}")
         return key
 
     async def start(self) -> None:

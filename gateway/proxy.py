@@ -371,13 +371,22 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self._answer(status, out, body)
 
     def fail(self, error: GatewayError) -> None:
-        """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started."""
+        """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started.
+
+        The body shows ``error.message``; an error's ``log_message`` (an upstream's address, a
+        library's words) goes to one log line with the request id: warning for 5xx, info for a
+        refusal. An error without one (404, a /-/ready probe's 503) has nothing more to tell than
+        the access log's line.
+        """
         if self.ended or self.client_gone:
             return
         if self.headers_written:
-            log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.message)
+            log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.detail)
             self.conn.close()
             return
+        if error.log_message is not None:
+            log.log(logging.WARNING if error.status >= 500 else logging.INFO, "request_id=%s %d %s: %s",
+                    self.ctx.request_id, error.status, error.code, error.log_message)
         out = httputil.HTTPHeaders()
         out["Content-Type"] = "application/json"
         out["Cache-Control"] = "no-store"

@@ -25,6 +25,7 @@ from .routing import RouteTable
 from .upstream.client import UpstreamClient
 from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
+from .upstream.tls import TlsContexts
 
 if TYPE_CHECKING:
     from .accesslog import AccessLog
@@ -84,13 +85,17 @@ class Runtime:
             if previous is not None and (previous.config.rate_limit_store, previous.config.rate_limit_fail_open)
             == (config.rate_limit_store, config.rate_limit_fail_open) else None
         )
+        # One TLS context per distinct trust store / client certificate, shared by the proxy path and
+        # the health checks; an unchanged one is inherited, so a reload keeps kept-alive connections.
+        self.tls_contexts: TlsContexts = TlsContexts(previous.tls_contexts if previous is not None else None)
         kept = previous.pools if previous is not None else {}
         self.pools: dict[str, UpstreamPool] = {}
         for name, upstream in config.upstreams.items():
+            context = self.tls_contexts.context(upstream.tls) if _uses_tls(upstream) else None
             old = kept.get(name)
-            self.pools[name] = old if old is not None and old.config == upstream else UpstreamPool(
-                upstream, on_state_change=_for_upstream(on_target_change, name))
-        self._ssl = {name: _ssl_context(u) for name, u in config.upstreams.items() if _uses_tls(u)}
+            self.pools[name] = old if old is not None and old.config == upstream and old.ssl_context is context \
+                else UpstreamPool(upstream, ssl_context=context, on_state_change=_for_upstream(on_target_change, name))
+        self._ssl = {name: pool.ssl_context for name, pool in self.pools.items() if pool.ssl_context is not None}
         global_cors = CorsPolicy(config.cors) if config.cors is not None else None
         identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
         gateway_set = (*FORWARDING_HEADERS, *identity_headers)
@@ -198,11 +203,3 @@ def _for_upstream(report: Callable[[str, Target], None] | None, upstream: str) -
 def _uses_tls(upstream: UpstreamConfig) -> bool:
     return upstream.tls is not None or any(t.origin.scheme == "https" for t in upstream.targets)
 
-
-def _ssl_context(upstream: UpstreamConfig) -> ssl.SSLContext:
-    """Certificates are verified; ``tls.ca_file`` adds trust, certfile/keyfile present a client cert."""
-    tls = upstream.tls
-    context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
-    if tls is not None and tls.certfile and tls.keyfile:
-        context.load_cert_chain(tls.certfile, tls.keyfile)
-    return context

@@ -10,7 +10,10 @@ cost more CPU than the rest of the upstream leg together; an asyncio protocol
 stays registered while the connection lives, and under uvloop reads and writes
 happen in C (measured in README, Performance). So each connection is an
 :class:`asyncio.Protocol` speaking HTTP/1.1, one exchange at a time, and idle
-connections are kept per origin:
+connections are kept per origin and TLS context (SPEC §4: a connection opened
+under one upstream's trust store or client certificate is never handed to an
+upstream with other TLS settings; :mod:`gateway.upstream.tls` builds one context
+per distinct setting, so the context object stands for them):
 
 - request bodies are either ``bytes`` (buffered, replayable) or a
   :class:`BodyStream` fed chunk by chunk from the client connection; each chunk
@@ -28,12 +31,15 @@ Errors are translated here, once: connect-phase failures raise
 sent) or :class:`~gateway.errors.UpstreamTimeout` (``sent=False``); failures
 after the request went out raise :class:`~gateway.errors.BadGateway` or
 :class:`~gateway.errors.UpstreamTimeout`; failures after the sink saw the
-response headers raise :class:`ResponseInterrupted`.
+response headers raise :class:`ResponseInterrupted`. An error's ``message`` is
+what the client is shown and names nothing internal; its ``log_message`` has the
+origin and the socket or TLS library's words (SPEC §4).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import ssl
@@ -45,6 +51,7 @@ from tornado.iostream import StreamClosedError
 from ..config import Origin
 from ..errors import BadGateway, UpstreamConnectError, UpstreamTimeout
 from ..headers import Fields
+from .tls import system_context
 
 __all__ = ["UpstreamClient", "BodyStream", "ResponseSink", "ResponseInterrupted", "Exchange"]
 
@@ -140,12 +147,15 @@ class Exchange:
         self.status = status
 
 
+PoolKey = tuple[Origin, "ssl.SSLContext | None"]  # the context is None for an http:// origin
+
+
 class UpstreamClient:
-    """Keep-alive connection pools, one per origin, and the one ``send()`` the proxy uses."""
+    """Keep-alive connection pools, one per (origin, TLS context), and the one ``send()`` the proxy uses."""
 
     def __init__(self, *, idle_timeout_seconds: float = 50.0) -> None:
         self.idle_timeout_seconds = idle_timeout_seconds
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[PoolKey, list[_Connection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -171,8 +181,10 @@ class UpstreamClient:
         ``request_timeout`` bounds the wait for the response headers and any
         silence of the upstream afterwards (time spent waiting on the client is
         not counted). ``on_connection`` receives a callable that aborts the
-        exchange, for a client that went away. At most ``max_idle`` idle
-        connections to ``origin`` are kept afterwards. Raises the errors listed in the
+        exchange, for a client that went away. ``ssl_context`` is the TLS setting of an
+        ``https://`` origin (None: the system trust store); only connections opened with
+        the same context are reused. At most ``max_idle`` idle connections to ``origin``
+        under that context are kept afterwards. Raises the errors listed in the
         module docstring.
         """
         if isinstance(body, BodyStream):
@@ -182,7 +194,11 @@ class UpstreamClient:
         else:
             framing = ""
         head = _request_head(method, target, origin.netloc, headers, framing)
-        conn = self._take_idle(origin)
+        if origin.scheme != "https":
+            ssl_context = None
+        elif ssl_context is None:
+            ssl_context = system_context()
+        conn = self._take_idle((origin, ssl_context))
         reused = conn is not None
         if conn is None:
             conn = await self._connect(origin, connect_timeout, ssl_context)
@@ -211,22 +227,23 @@ class UpstreamClient:
     # --- connections ---
 
     async def _connect(self, origin: Origin, timeout: float, ssl_context: ssl.SSLContext | None) -> _Connection:
+        """A new connection, TLS when ``ssl_context`` is given (send() gives one exactly for https)."""
         loop = asyncio.get_running_loop()
-        tls = origin.scheme == "https"
-        if tls and ssl_context is None:
-            ssl_context = ssl.create_default_context()
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(
-                _Connection, origin.host, origin.port, ssl=ssl_context if tls else None,
-                server_hostname=origin.host if tls else None), timeout)
+                _Connection, origin.host, origin.port, ssl=ssl_context,
+                server_hostname=origin.host if ssl_context is not None else None), timeout)
         except TimeoutError:
-            raise UpstreamTimeout(f"connecting to {origin} timed out", sent=False) from None
+            raise UpstreamTimeout(log_message=f"connecting to {origin} timed out after {timeout:g}s",
+                                  sent=False) from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamConnectError(f"cannot connect to {origin}: {_describe(exc)}", refused=True) from exc
+            raise UpstreamConnectError(log_message=f"cannot connect to {origin}: {_describe(exc)}",
+                                       refused=True) from exc
+        conn.pool_key = (origin, ssl_context)
         return conn
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
-        idle = self._idle.get(origin)
+    def _take_idle(self, key: PoolKey) -> _Connection | None:
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             conn.idle_in = None
@@ -235,7 +252,8 @@ class UpstreamClient:
         return None
 
     def _release(self, origin: Origin, conn: _Connection, max_idle: int) -> None:
-        idle = self._idle.setdefault(origin, [])
+        """Keep ``conn`` for reuse in the pool it was opened for (its origin and TLS context)."""
+        idle = self._idle.setdefault(conn.pool_key, [])
         if self._closed or len(idle) >= max_idle or conn.closing:
             conn.close()
             return
@@ -287,13 +305,15 @@ class UpstreamClient:
                 why = "timed out" if reader.timed_out else "closed the connection"
                 raise ResponseInterrupted(f"{origin} {why} while sending the response body")
             if reader.timed_out:
-                raise UpstreamTimeout(f"{origin} did not answer within {request_timeout:g}s", sent=True)
+                raise UpstreamTimeout(log_message=f"{origin} did not answer within {request_timeout:g}s", sent=True)
             if reader.malformed:
-                raise BadGateway(f"{origin} answered malformed HTTP: {reader.malformed}")
+                raise BadGateway("the upstream sent an invalid answer",
+                                 log_message=f"{origin} answered malformed HTTP: {reader.malformed}")
             if reused and not reader.received and not isinstance(body, BodyStream) and (
                     method in IDEMPOTENT_METHODS):
                 raise _StaleConnection()
-            raise BadGateway(f"{origin} closed the connection before answering")
+            raise BadGateway("the upstream closed the connection before answering",
+                             log_message=f"{origin} closed the connection before answering")
         finally:
             reader.stop()
             if isinstance(body, BodyStream):
@@ -324,8 +344,9 @@ class UpstreamClient:
                     if chunked:
                         conn.write(b"0\r\n\r\n")
                     elif written != declared:
-                        raise BadGateway(f"request to {origin} could not be written: "
-                                         f"{written} of {declared} declared body bytes")
+                        raise BadGateway("the request body was shorter than its Content-Length",
+                                         log_message=f"request to {origin} could not be written: "
+                                                     f"{written} of {declared} declared body bytes")
                     return
                 if not chunk:
                     continue
@@ -333,8 +354,9 @@ class UpstreamClient:
                 if chunked:
                     conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 elif written > declared:
-                    raise BadGateway(f"request to {origin} could not be written: "
-                                     f"more than {declared} declared body bytes")
+                    raise BadGateway("the request body was longer than its Content-Length",
+                                     log_message=f"request to {origin} could not be written: "
+                                                 f"more than {declared} declared body bytes")
                 else:
                     conn.write(chunk)
                 reader.touch()
@@ -353,6 +375,7 @@ class _Connection(asyncio.Protocol):
     """One upstream connection: idle in its origin's list, or carrying one exchange."""
 
     transport: asyncio.Transport
+    pool_key: PoolKey  # set by UpstreamClient._connect: the only pool this connection may idle in
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -702,4 +725,8 @@ def _request_head(method: str, target: str, host: str, fields: Sequence[tuple[st
 
 
 def _describe(exc: BaseException) -> str:
+    """A failure in words for the log: the errno's own ("Connection refused", whatever the event loop
+    wrapped it in), the TLS library's message, or the exception's."""
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
+        return os.strerror(exc.errno)
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)

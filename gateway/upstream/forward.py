@@ -114,7 +114,7 @@ async def forward(
                 isinstance(error, UpstreamTimeout) and not error.sent)
             failure = ("timeout" if isinstance(error, UpstreamTimeout)
                        else "connect" if isinstance(error, UpstreamConnectError) else "reset")
-            log.info("upstream %s failed: %s", target.url, error.message)
+            log.debug("upstream %s failed: %s", target.url, error.detail)  # the request's own line says the rest
             if not retry.should_retry(method=method, attempt=attempt, refused=refused, failure=failure,
                                       status=None, replayable=replayable):
                 raise

@@ -15,7 +15,9 @@ The checker never blocks traffic: it only flips ``Target.healthy`` and calls
 ``SimpleAsyncHTTPClient`` instance (``force_instance=True``, redirects not
 followed, bodies discarded as they arrive), so checks never queue behind proxied
 requests and the proxy's client settings never change them. ``https://`` targets
-are verified with the upstream's ``tls`` section (CA file, client certificate).
+are checked with the upstream's own TLS context (``ssl_context``, built once at
+load by :mod:`gateway.upstream.tls`: the trust store and client certificate the
+proxied requests use), not one Tornado would build again for every probe.
 
 :meth:`HealthChecker.stop` waits for the round in flight, if any (at most
 ``timeout_seconds``), then closes the client: nothing is left on the IOLoop.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -32,7 +35,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httputil import HTTPInputError
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
-from gateway.config import HealthCheckConfig, UpstreamTls
+from gateway.config import HealthCheckConfig
 
 if TYPE_CHECKING:
     from gateway.upstream.pool import Target
@@ -52,7 +55,7 @@ class HealthChecker:
         config: HealthCheckConfig,
         targets: Sequence[Target],
         *,
-        tls: UpstreamTls | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         on_change: Callable[[Target], None] | None = None,
         upstream: str = "",
     ) -> None:
@@ -62,7 +65,7 @@ class HealthChecker:
             raise ValueError("health_check thresholds must be at least 1")
         self.config = config
         self.targets = tuple(targets)
-        self._tls = tls
+        self._ssl_context = ssl_context
         self._on_change = on_change
         self._upstream = upstream
         self._successes = {id(target): 0 for target in self.targets}  # consecutive
@@ -121,7 +124,6 @@ class HealthChecker:
         client = self._client
         if client is None:
             return False
-        tls = self._tls or UpstreamTls()
         request = HTTPRequest(
             f"{target.origin}{self.config.path}",
             method="GET",
@@ -131,10 +133,7 @@ class HealthChecker:
             follow_redirects=False,
             decompress_response=False,
             streaming_callback=_discard,
-            validate_cert=True,
-            ca_certs=tls.ca_file,
-            client_cert=tls.certfile,
-            client_key=tls.keyfile,
+            ssl_options=self._ssl_context,  # None only for an upstream without https:// targets
         )
         try:
             response = await client.fetch(request, raise_error=False)

@@ -7,7 +7,9 @@ An :class:`UpstreamPool` is built once per upstream from its
   health-check verdict, the circuit breaker;
 * the balancer chosen by ``balance`` (:mod:`gateway.upstream.balance`);
 * the :class:`~gateway.upstream.retry.RetryPolicy` and its budget;
-* the :class:`~gateway.upstream.health.HealthChecker`, when ``health_check`` is set.
+* the :class:`~gateway.upstream.health.HealthChecker`, when ``health_check`` is set;
+* ``ssl_context``: the upstream's TLS context (:mod:`gateway.upstream.tls`), used by
+  the proxy path and the health checks alike; None for an http-only upstream.
 
 The proxy's way through it, per try::
 
@@ -23,6 +25,7 @@ Everything here runs on one IOLoop and is not thread-safe.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable, Collection
 
@@ -74,6 +77,7 @@ class UpstreamPool:
         self,
         config: UpstreamConfig,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_state_change: Callable[[Target], None] | None = None,
@@ -82,6 +86,7 @@ class UpstreamPool:
             raise ValueError(f"upstream {config.name!r} has no targets")
         self.name = config.name
         self.config = config
+        self.ssl_context = ssl_context
         self._rng = rng if rng is not None else random.Random()
         self._on_state_change = on_state_change
         self.targets: tuple[Target, ...] = tuple(self._build_target(t, clock) for t in config.targets)
@@ -92,7 +97,7 @@ class UpstreamPool:
             self._health = HealthChecker(
                 config.health_check,
                 self.targets,
-                tls=config.tls,
+                ssl_context=ssl_context,
                 on_change=self._notify,
                 upstream=self.name,
             )
@@ -113,7 +118,7 @@ class UpstreamPool:
             if target.breaker is None or target.breaker.allow():
                 return target
             candidates = [other for other in candidates if other is not target]
-        raise NoHealthyUpstream(f"upstream '{self.name}' has no healthy target")
+        raise NoHealthyUpstream(log_message=f"upstream '{self.name}' has no healthy target")
 
     def begin(self, target: Target) -> None:
         """A request to ``target`` starts."""

@@ -218,7 +218,7 @@ async def test_admin_routes_upstreams_and_unknown_paths(start_upstream: Any, gat
         {"url": upstream.url, "weight": 1, "healthy": True, "circuit": "closed", "in_flight": 0}]}}
     missing = await http(gateway.admin_url + "/-/nothing")
     assert missing.code == 404
-    assert json.loads(missing.body)["error"] == "not_found"
+    assert json.loads(missing.body)["error"] == "no_route"  # SPEC §4's JSON, as on the main listener
     assert (await http(gateway.admin_url + "/-/reload")).code == 405  # GET: reload is a POST
     assert (await http(gateway.url + "/-/health")).code == 200
     assert (await http(gateway.url + "/-/ready")).code == 200

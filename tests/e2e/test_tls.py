@@ -3,46 +3,21 @@ targets are verified (`tls.ca_file`), and present a client certificate for mTLS.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+import asyncio
 import json
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
 from tests.conftest import Fetch
-
-
-def self_signed(directory: Path, name: str) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 and localhost; (certfile, keyfile)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / f"{name}.crt", directory / f"{name}.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
+from tests.support.certs import self_signed
 
 
 class Echo(RequestHandler):
@@ -64,11 +39,13 @@ def certs(tmp_path: Path) -> dict[str, tuple[str, str]]:
 def https_upstream(io_loop: Any) -> Iterator[Any]:
     servers: list[HTTPServer] = []
 
-    def start(certfile: str, keyfile: str, client_ca: str | None = None) -> str:
+    def start(certfile: str, keyfile: str, client_ca: str | None = None, client_cert_required: bool = True) -> str:
+        """An HTTPS echo server; with ``client_ca`` it asks for a client certificate (and refuses a
+        handshake without one unless ``client_cert_required`` is False)."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certfile, keyfile)
         if client_ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
+            context.verify_mode = ssl.CERT_REQUIRED if client_cert_required else ssl.CERT_OPTIONAL
             context.load_verify_locations(client_ca)
         server = HTTPServer(Application([(r".*", Echo)]), ssl_options=context)
         sock, port = bind_unused_port()
@@ -142,3 +119,86 @@ async def test_mtls_upstream_gets_the_client_certificate(
     assert json.loads(response.body)["client_cert"] == "client"
     without = await start_gateway(gateway_yaml(target, upstream_tls=f", tls: {{ca_file: {ca}}}"))
     assert (await http(without.url + "/api/x")).code == 502
+
+
+def two_upstreams_yaml(target: str, tls_a: str, tls_b: str) -> str:
+    """Upstreams ``a`` and ``b`` with the same target and their own TLS settings, behind /a and /b."""
+    return f"""
+    upstreams:
+      a: {{targets: ["{target}"], tls: {tls_a}, connect_timeout: 2}}
+      b: {{targets: ["{target}"]{tls_b}, connect_timeout: 2}}
+    routes:
+      - {{name: a, path: /a, upstream: a}}
+      - {{name: b, path: /b, upstream: b}}
+    """
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_a_connection_trusted_under_one_ca_file_is_not_reused_by_an_upstream_without_it(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"])
+    gateway = await start_gateway(two_upstreams_yaml(target, f"{{ca_file: {certs['upstream'][0]}}}", ""))
+    first = await http(gateway.url + "/a/x")
+    assert first.code == 200
+    assert json.loads(first.body) == {"proto": "http", "client_cert": None}
+    second = await http(gateway.url + "/b/x")  # b trusts only the system CAs: its own handshake fails
+    assert second.code == 502
+    assert json.loads(second.body)["message"] == "the upstream could not be reached"
+    assert (await http(gateway.url + "/a/y")).code == 200  # a's kept connection still serves a
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_a_client_certificate_is_never_presented_on_behalf_of_another_upstream(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"], client_ca=certs["client"][0], client_cert_required=False)
+    ca = certs["upstream"][0]
+    client_cert, client_key = certs["client"]
+    gateway = await start_gateway(two_upstreams_yaml(
+        target, f"{{ca_file: {ca}, certfile: {client_cert}, keyfile: {client_key}}}", f", tls: {{ca_file: {ca}}}"))
+    for path, presented in [("/a/1", "client"), ("/b/1", None), ("/a/2", "client"), ("/b/2", None)]:
+        response = await http(gateway.url + path)
+        assert response.code == 200
+        assert json.loads(response.body)["client_cert"] == presented, path
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_a_failed_handshake_is_logged_with_the_request_id_and_not_shown(
+        start_gateway: Any, https_upstream: Any, http: Fetch, certs: dict[str, tuple[str, str]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    target = https_upstream(*certs["upstream"])
+    gateway = await start_gateway(gateway_yaml(target))  # system CAs only: the self-signed certificate fails
+    response = await http(gateway.url + "/api/x", headers={"X-Request-Id": "rid-tls"})
+    assert response.code == 502
+    assert json.loads(response.body) == {"error": "bad_gateway", "message": "the upstream could not be reached",
+                                         "status": 502, "request_id": "rid-tls"}
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "rid-tls" in r.getMessage()]
+    assert len(lines) == 1
+    level, message = lines[0]
+    assert level == logging.WARNING
+    assert message.startswith(f"request_id=rid-tls 502 bad_gateway: cannot connect to {target}: "
+                              "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), message
+
+
+@pytest.mark.timeout(seconds=20)
+async def test_health_checks_use_the_upstreams_own_tls_context(
+        start_gateway: Any, https_upstream: Any, certs: dict[str, tuple[str, str]]) -> None:
+    target = https_upstream(*certs["upstream"], client_ca=certs["client"][0])  # a client certificate is required
+    ca = certs["upstream"][0]
+    client_cert, client_key = certs["client"]
+    check = "health_check: {path: /health, interval_seconds: 0.05, timeout_seconds: 1, unhealthy_threshold: 1}"
+    gateway = await start_gateway(f"""
+    upstreams:
+      mtls: {{targets: ["{target}"], tls: {{ca_file: {ca}, certfile: {client_cert}, keyfile: {client_key}}}, {check}}}
+      nocert: {{targets: ["{target}"], tls: {{ca_file: {ca}}}, {check}}}
+    routes:
+      - {{name: a, path: /a, upstream: mtls}}
+    """)
+    pools = gateway.holder.runtime.pools
+    assert pools["mtls"].ssl_context is gateway.holder.runtime.plans["a"].ssl_context  # built once, used by both
+    for _ in range(100):
+        if not pools["nocert"].targets[0].healthy:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # a few more rounds
+    assert (pools["mtls"].targets[0].healthy, pools["nocert"].targets[0].healthy) == (True, False)

@@ -121,9 +121,10 @@ def test_all_targets_down_is_no_healthy_upstream_at_once(exclude: object) -> Non
         target.healthy = False
     with pytest.raises(NoHealthyUpstream) as caught:
         pool.pick(pool.targets if exclude == "all" else ())
-    assert (caught.value.status, caught.value.code, caught.value.message) == (
+    assert (caught.value.status, caught.value.code, caught.value.message, caught.value.log_message) == (
         503,
         "no_healthy_upstream",
+        "no healthy upstream target",  # the upstream's name is for the log only
         "upstream 'orders' has no healthy target",
     )
     assert pool.ready() is False
