@@ -675,12 +675,26 @@ def test_mint_token_claims_and_header() -> None:
     }
 
 
+_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PRIVATE_PEM = _RSA.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+PUBLIC_PEM = _RSA.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+).decode()
+
+
 @pytest.mark.parametrize(
     "algorithm, key, ttl, message",
     [
         ("none", SECRET, 60, "refusing to mint an unsigned token (alg: none)"),
         ("HS256", SECRET, 0, "ttl_seconds must be positive, not 0"),
-        ("XX256", SECRET, 60, "cannot sign with XX256: NotImplementedError: Algorithm not supported"),
+        ("XX256", SECRET, 60, "unknown algorithm 'XX256'"),
+        ("HS256", SECRET, -5, "ttl_seconds must be positive, not -5"),
+        ("RS256", SECRET, 60, "cannot sign with RS256: not an unencrypted PEM private key"),
+        ("RS256", PUBLIC_PEM, 60, "cannot sign with RS256: not an unencrypted PEM private key"),
+        ("ES256", RSA_PRIVATE_PEM, 60,
+         "cannot sign with ES256: this RSAPrivateKey signs only PS256, PS384, PS512, RS256, RS384, RS512"),
     ],
 )
 def test_mint_token_refuses(algorithm: str, key: str, ttl: int, message: str) -> None:
