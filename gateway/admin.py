@@ -41,6 +41,10 @@ class AdminHandler(RequestHandler):
         self.holder = holder
         self.reload = reload
 
+    def set_default_headers(self) -> None:
+        # Tornado's clear() sets ``Server: TornadoServer/<version>``: the admin port names no software.
+        self.clear_header("Server")
+
     def answer(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
