@@ -38,7 +38,7 @@ from email.utils import parsedate_to_datetime
 from gateway.config import RetryConfig
 from gateway.tables import IDEMPOTENT_METHODS
 
-__all__ = ["IDEMPOTENT_METHODS", "RETRYABLE_FAILURES", "RetryBudget", "RetryPolicy"]
+__all__ = ["RETRYABLE_FAILURES", "RetryBudget", "RetryPolicy"]
 
 # What the proxy reports as ``failure``: "connect" | "timeout" | "reset" | "protocol".
 # A reset or a garbled answer may come after the upstream acted: not retried.
