@@ -48,6 +48,10 @@ class AdminHandler(RequestHandler):
         self.reload = reload
         self.request_id = request_id_from(self.request.headers.get("X-Request-Id"))
 
+    def set_default_headers(self) -> None:
+        # Tornado's clear() sets ``Server: TornadoServer/<version>``: the admin port names no software.
+        self.clear_header("Server")
+
     def answer(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")

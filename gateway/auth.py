@@ -164,9 +164,15 @@ class Authenticator:
         return identity
 
     def _identity_headers(self, claims: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The ``claims_to_headers`` headers. Raises :class:`InvalidToken` for a claim that holds
+        a control character: dropping just its header would forward the request as
+        authenticated without the identity the upstream relies on."""
         headers = []
         for claim, name in self._claims_to_headers:
-            value = _header_value(claims.get(claim))
+            try:
+                value = _header_value(claims.get(claim))
+            except ValueError:
+                raise InvalidToken(f"the {claim} claim holds a control character") from None
             if value is not None:
                 headers.append((name, value))
         return tuple(headers)
@@ -236,8 +242,8 @@ def _scopes(value: Any) -> frozenset[str]:
 def _header_value(value: Any) -> str | None:
     """A claim as a header value: a list space-joined, a missing claim None.
 
-    A value holding a control character is left out (no header injection); non-ASCII
-    text is sent as UTF-8 bytes (a header value is a latin-1 str in Tornado).
+    Raises ValueError for a value holding a control character (no header injection);
+    non-ASCII text is sent as UTF-8 bytes (a header value is a latin-1 str in Tornado).
     """
     if value is None:
         return None
@@ -250,5 +256,5 @@ def _header_value(value: Any) -> str | None:
     else:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
-        return None
+        raise ValueError("control character in a header value")
     return text if text.isascii() else text.encode("utf-8").decode("latin-1")

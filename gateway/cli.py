@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .accesslog import UtcTimestamp
 from .config import ConfigError, GatewayConfig
 from .loader import load_config
 
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in {getattr(args, 'config', DEFAULT_CONFIG)}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {_config_path(args)}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0
@@ -40,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="An async API gateway on Tornado.")
     parser.add_argument("--demo", action="store_true", help="serve conf/demo.yaml with a bundled echo upstream")
-    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    # None: not given (a default would hide whether `gateway token` was pointed at a file)
+    parser.add_argument("-c", "--config", default=None, help=f"config file (default {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command")
     for name, text in (("serve", "run the gateway"), ("check", "validate a config"),
                        ("routes", "print the route table as it will be matched")):
@@ -50,18 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=argparse.SUPPRESS)
     p.add_argument("--sub", required=True, help="the subject (sub claim)")
     p.add_argument("--scope", default=None, help='space-separated scopes, e.g. "orders:read orders:write"')
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds, positive (default 3600)")
     p.add_argument("--aud", default=None)
     p.add_argument("--iss", default=None)
     p.add_argument("--claim", action="append", default=[], metavar="K=V", help="an extra claim (repeatable)")
-    p.add_argument("--key", default=None, help="private key PEM for RS*/PS*/ES*/EdDSA")
-    p.add_argument("--alg", default=None, help="algorithm (default: the config's first)")
+    p.add_argument("--key", default=None, help="private key PEM for RS*/PS*/ES*/EdDSA (with -c, the config still "
+                                                "gives scope_claim, aud and iss)")
+    p.add_argument("--alg", default=None, help="algorithm (default: the config's first, RS256 with --key)")
     p.add_argument("--kid", default=None)
     return parser
 
 
+def _config_path(args: argparse.Namespace) -> str:
+    return getattr(args, "config", None) or DEFAULT_CONFIG
+
+
 def _load(args: argparse.Namespace) -> GatewayConfig:
-    config = load_config(args.config)
+    config = load_config(_config_path(args))
     from .runtime import Runtime  # building the runtime finds what only building can (keys, TLS files)
 
     Runtime(config)
@@ -77,7 +84,7 @@ def _check(args: argparse.Namespace) -> int:
 def _routes(args: argparse.Namespace) -> int:
     from .routing import RouteTable
 
-    config = load_config(args.config)
+    config = load_config(_config_path(args))
     rows = RouteTable(config.routes).describe()
     headers = ("name", "host", "path", "methods", "target", "auth")
     table = [[str(r[h]) if h != "methods" else ",".join(r[h]) for h in headers] for r in rows]  # type: ignore[arg-type]
@@ -89,39 +96,56 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    """Mint a token. A wrong argument is one line on stderr and exit 2, never a traceback."""
+    from .tables import JWT_ALGORITHMS
     from .tokens import mint_token
 
     claims: dict[str, object] = {}
     for item in args.claim:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            print(f"--claim {item!r}: expected K=V", file=sys.stderr)
-            return EXIT_CONFIG
+            return _usage(f"--claim {item!r}: expected K=V")
         try:
             claims[name] = json.loads(value)
         except ValueError:
             claims[name] = value
+    if args.ttl <= 0:
+        return _usage(f"--ttl {args.ttl}: must be a positive number of seconds")
+    if args.alg is not None and args.alg not in JWT_ALGORITHMS:
+        return _usage(f"--alg {args.alg}: unknown algorithm (supported: {', '.join(sorted(JWT_ALGORITHMS))})")
+    jwt_config = None
     if args.key:
         try:
             with open(args.key, "rb") as f:
                 key: str | bytes = f.read()
         except OSError as exc:
-            print(f"--key {args.key}: {exc.strerror}", file=sys.stderr)
-            return EXIT_CONFIG
+            return _usage(f"--key {args.key}: {exc.strerror or exc}")
         algorithm = args.alg or "RS256"
-        jwt_config = None
+        if getattr(args, "config", None):  # the claims the gateway reads: scope_claim, aud, iss
+            jwt_config = load_config(args.config).auth.jwt
     else:
-        jwt_config = load_config(args.config).auth.jwt
+        path = _config_path(args)
+        jwt_config = load_config(path).auth.jwt
         if jwt_config is None or not jwt_config.secret:
-            raise ConfigError([f"{args.config}: auth.jwt.secret: needed to mint a token (or pass --key private.pem)"])
+            raise ConfigError([f"{path}: auth.jwt.secret: needed to mint a token (or pass --key private.pem)"])
         key = jwt_config.secret
         algorithm = args.alg or jwt_config.algorithms[0]
-    print(mint_token(
-        key=key, algorithm=algorithm, subject=args.sub, scopes=args.scope, ttl_seconds=args.ttl,
-        audience=args.aud or (jwt_config.audience[0] if jwt_config and jwt_config.audience else None),
-        issuer=args.iss or (jwt_config.issuer if jwt_config else None), extra_claims=claims, kid=args.kid,
-    ))
+    try:
+        token = mint_token(
+            key=key, algorithm=algorithm, subject=args.sub, scopes=args.scope, ttl_seconds=args.ttl,
+            audience=args.aud or (jwt_config.audience[0] if jwt_config and jwt_config.audience else None),
+            issuer=args.iss or (jwt_config.issuer if jwt_config else None), extra_claims=claims, kid=args.kid,
+            scope_claim=jwt_config.scope_claim if jwt_config else "scope",
+        )
+    except ValueError as exc:  # a key unfit for the algorithm, not a private key, ...
+        return _usage(f"--key {args.key}: {exc}" if args.key else str(exc))
+    print(token)
     return 0
+
+
+def _usage(message: str) -> int:
+    print(f"gateway token: {message}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -148,8 +172,14 @@ def configure_logging(config: GatewayConfig) -> None:
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record; ``ts`` as in the access log (ISO 8601, UTC, ``Z``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timestamp = UtcTimestamp()
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": self.formatTime(record), "level": record.levelname.lower(), "logger": record.name,
+        entry = {"ts": self._timestamp(record.created), "level": record.levelname.lower(), "logger": record.name,
                  "message": record.getMessage()}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

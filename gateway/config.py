@@ -20,6 +20,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class ListenError(Exception):
+    """A listener that cannot be opened (address in use, no permission, unknown host): one line
+    that names the section and the address, e.g. ``server: cannot listen on 127.0.0.1:8080:
+    Address already in use``. Unlike a :class:`ConfigError` the file may be fine."""
+
+
 @dataclass(frozen=True)
 class ServerTls:
     certfile: str

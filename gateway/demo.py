@@ -20,6 +20,7 @@ from tornado.web import Application, RequestHandler
 from .cli import configure_logging
 from .loader import load_config
 from .server import GatewayServer, serve
+from .tables import PROXIED_METHODS
 from .tokens import mint_token
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "demo.yaml")
@@ -28,7 +29,7 @@ DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 class EchoHandler(RequestHandler):
     """Describes the request it got, as JSON."""
 
-    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")  # type: ignore[assignment]
+    SUPPORTED_METHODS = PROXIED_METHODS  # type: ignore[assignment]
 
     def _echo(self, *args: str) -> None:
         self.set_header("Content-Type", "application/json")

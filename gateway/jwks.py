@@ -10,7 +10,13 @@ with three implementations chosen once at build time by :func:`build_key_sources
   start and every ``jwks_refresh_seconds``; keys are chosen by ``kid``. An unknown
   ``kid`` triggers one refetch, at most one per ``unknown_kid_refetch_seconds``, so a
   flood of random kids cannot hammer the provider; while the provider is down, the
-  keys already fetched keep working.
+  keys already fetched keep working. A request waits for that refetch at most
+  ``UNKNOWN_KID_WAIT_SECONDS`` (the fetch itself goes on in the background, for the
+  requests after it): a hanging provider costs a request 2 s, not the 10 s fetch
+  timeout. Then the token is refused, 401 ``invalid_token`` ("unknown key id"), or,
+  when the gateway holds no key at all (the provider never answered), 503
+  ``service_unavailable``: the gateway cannot check any token, which is not the
+  client's fault.
 
 Each key carries the algorithms it may verify, computed from its type (and a JWK's
 own ``alg``) intersected with the configured ones: an HS algorithm is only ever
@@ -39,12 +45,12 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from gateway.config import ConfigError, JwtConfig
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, ServiceUnavailable
+from gateway.tables import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 
 __all__ = [
     "UNKNOWN_KID_REFETCH_SECONDS",
-    "HMAC_ALGORITHMS",
-    "ASYMMETRIC_ALGORITHMS",
+    "UNKNOWN_KID_WAIT_SECONDS",
     "VerificationKey",
     "KeySource",
     "SecretKeySource",
@@ -55,10 +61,8 @@ __all__ = [
 ]
 
 UNKNOWN_KID_REFETCH_SECONDS = 10.0
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512", "EdDSA"}
-)
+UNKNOWN_KID_WAIT_SECONDS = 2.0
+FETCH_TIMEOUT_SECONDS = 10.0
 
 log = logging.getLogger("gateway.jwks")
 
@@ -87,16 +91,10 @@ class KeySource:
 
 
 class SecretKeySource(KeySource):
-    """The shared secret; serves HS* only, ignores ``kid``."""
+    """The shared secret; serves HS* only, ignores ``kid``. Its length was checked by the loader."""
 
     def __init__(self, secret: str, algorithms: tuple[str, ...]) -> None:
-        key = secret.encode("utf-8")
-        for name in algorithms:
-            problem = _ALGORITHMS[name].check_key_length(key)
-            if problem:
-                # RFC 7518 §3.2: the key MUST be at least as long as the hash output.
-                raise ConfigError([f"auth.jwt.secret: {len(key)} bytes is too short for {name} ({problem})"])
-        self._key = VerificationKey(key, algorithms)
+        self._key = VerificationKey(secret.encode("utf-8"), algorithms)
 
     async def get_key(self, algorithm: str, kid: str | None) -> VerificationKey:
         return self._key
@@ -141,8 +139,9 @@ class JwksKeySource(KeySource):
     ``get_key`` returns the key named by ``kid``; a token without ``kid`` gets the set's
     only key, or ``InvalidToken("token has no key id")``. An unknown kid waits for a fetch already
     under way, or starts one if none was started for an unknown kid within the last
-    ``unknown_kid_refetch_seconds`` (by ``clock``); if the kid is still unknown it raises
-    ``InvalidToken("unknown key id")``. ``on_refresh`` gets ``"success"`` or ``"failure"``
+    ``unknown_kid_refetch_seconds`` (by ``clock``), for at most ``unknown_kid_wait_seconds``
+    (real time; the fetch goes on). If the kid is still unknown it raises
+    ``InvalidToken("unknown key id")``, or ``ServiceUnavailable`` when no key was ever fetched. ``on_refresh`` gets ``"success"`` or ``"failure"``
     after every fetch; ``on_keys_removed`` is called when a fetch drops or changes a key,
     so that verified-token caches can forget what that key vouched for.
     """
@@ -157,7 +156,8 @@ class JwksKeySource(KeySource):
         on_refresh: Callable[[str], None] | None = None,
         on_keys_removed: Callable[[], None] | None = None,
         unknown_kid_refetch_seconds: float = UNKNOWN_KID_REFETCH_SECONDS,
-        fetch_timeout_seconds: float = 10.0,
+        unknown_kid_wait_seconds: float = UNKNOWN_KID_WAIT_SECONDS,
+        fetch_timeout_seconds: float = FETCH_TIMEOUT_SECONDS,
         http_client: AsyncHTTPClient | None = None,
     ) -> None:
         self.url = url
@@ -167,6 +167,7 @@ class JwksKeySource(KeySource):
         self._on_refresh = on_refresh
         self._on_keys_removed = on_keys_removed
         self._refetch_seconds = unknown_kid_refetch_seconds
+        self._wait_seconds = unknown_kid_wait_seconds
         self._timeout = fetch_timeout_seconds
         self._http_client = http_client
         self._shown_url = _redact_url(url)
@@ -188,13 +189,20 @@ class JwksKeySource(KeySource):
             return key
         if kid is None:
             raise InvalidToken("token has no key id")
-        if self._fetching is not None:
-            await asyncio.shield(self._fetching)
-        elif self._clock() - self._last_kid_refetch >= self._refetch_seconds:
+        fetch = self._fetching
+        if fetch is None and self._clock() - self._last_kid_refetch >= self._refetch_seconds:
             self._last_kid_refetch = self._clock()
-            await self.refresh()
+            fetch = self._start_fetch()
+        if fetch is not None:
+            # shield: a request that stops waiting leaves the fetch running for the others.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fetch), self._wait_seconds)
         key = self._lookup(kid)
-        if key is None:  # the body never names the IdP; the log does, and says whether its last fetch failed
+        if key is None:
+            if not self._keys:
+                raise ServiceUnavailable("the keys that verify tokens are not available",
+                                         log_message=f"no JWK set was ever fetched from {self._shown_url}")
+            # the body never names the IdP; the log does, and says whether its last fetch failed
             raise InvalidToken("unknown key id", log_message=f"key id {kid[:80]!r} is not in the JWK set from "
                                f"{self._shown_url}{'' if self._healthy else ' (its last fetch failed)'}")
         return key
@@ -215,10 +223,14 @@ class JwksKeySource(KeySource):
 
     async def refresh(self) -> bool:
         """Fetch the set now, or join the fetch under way. True when it succeeded."""
+        return await asyncio.shield(self._start_fetch())
+
+    def _start_fetch(self) -> asyncio.Task[bool]:
+        """The fetch under way, started if there is none: one at a time, however many ask."""
         if self._fetching is None:
             self._fetching = asyncio.create_task(self._fetch())
             self._fetching.add_done_callback(self._fetch_done)
-        return await asyncio.shield(self._fetching)
+        return self._fetching
 
     def _fetch_done(self, task: asyncio.Task[bool]) -> None:
         if self._fetching is task:
@@ -282,30 +294,22 @@ def build_key_sources(
     on_jwks_refresh: Callable[[str], None] | None = None,
     on_keys_removed: Callable[[], None] | None = None,
 ) -> dict[str, KeySource]:
-    """The key source for each configured algorithm. Raises :class:`ConfigError` when
-    an algorithm is unknown or has no fitting key, or a key is unreadable or too weak."""
-    unknown = [name for name in config.algorithms if name not in _ALGORITHMS]
-    if unknown:
-        raise ConfigError([f"auth.jwt.algorithms: unsupported algorithm {name!r}" for name in unknown])
-    if config.public_key_file and config.jwks_url:
-        raise ConfigError(["auth.jwt: public_key_file and jwks_url exclude each other"])
+    """The key source for each configured algorithm.
+
+    ``config`` is one :mod:`gateway.loader` validated (the algorithm names, which key
+    settings go with which algorithms, the secret's length: that is checked there, once).
+    Raises :class:`ConfigError` for what only reading the key finds: a
+    ``public_key_file`` that is unreadable, not a public key, unfit for the algorithms
+    or too weak. An algorithm without its key setting gets no source (its tokens are
+    refused as "algorithm not allowed").
+    """
     hmac = tuple(name for name in config.algorithms if name in HMAC_ALGORITHMS)
     asymmetric = tuple(name for name in config.algorithms if name in ASYMMETRIC_ALGORITHMS)
-    problems = []
-    if hmac and not config.secret:
-        problems.append(f"auth.jwt.secret: required for {', '.join(hmac)}")
-    if asymmetric and not (config.public_key_file or config.jwks_url):
-        problems.append(f"auth.jwt: public_key_file or jwks_url is required for {', '.join(asymmetric)}")
-    if not config.algorithms:
-        problems.append("auth.jwt.algorithms: at least one algorithm is required")
-    if problems:
-        raise ConfigError(problems)
-
     sources: dict[str, KeySource] = {}
     if hmac and config.secret:
         secret_source = SecretKeySource(config.secret, hmac)
         sources.update(dict.fromkeys(hmac, secret_source))
-    if asymmetric:
+    if asymmetric and (config.public_key_file or config.jwks_url):
         asymmetric_source: KeySource
         if config.public_key_file:
             asymmetric_source = PemKeySource(config.public_key_file, asymmetric)

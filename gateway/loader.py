@@ -43,16 +43,18 @@ from .config import (
     UpstreamConfig,
     UpstreamTls,
 )
+from .tables import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    HMAC_MIN_SECRET_BYTES,
+    JWT_ALGORITHMS,
+    PROXIED_METHODS,
+)
 
 __all__ = ["load_config", "parse_config", "ConfigError"]
 
-HS_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-# RFC 7518 §3.2: an HMAC key at least as long as the hash output.
-HS_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+# Methods a route or CORS may name but the proxy refuses with 405: refused here instead.
+_UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -71,14 +73,22 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayC
 
 def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Validate YAML ``text``. Raises ConfigError with every problem, each with its location."""
+    problems = _Problems()
+    loader = yaml.SafeLoader(text)
     try:
-        raw = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None:
+            _check_duplicate_keys(node, "", problems, set())
+        raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
-    problems = _Problems()
+    finally:
+        loader.dispose()
+    if raw is None:
+        problems.add("", "the configuration is empty (only comments or nothing): there is nothing to serve")
     raw = _substitute(raw, "", os.environ if environ is None else environ, problems)
     config = _Builder(problems, os.path.dirname(os.path.abspath(source)) if source != "<string>" else ".").build(
         raw, source
@@ -91,6 +101,31 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
 class _Problems(list):  # type: ignore[type-arg]
     def add(self, path: str, message: str) -> None:
         self.append(f"{path or '(top level)'}: {message}")
+
+
+def _check_duplicate_keys(node: yaml.Node, path: str, problems: _Problems, seen: set[int]) -> None:
+    """Report every key given twice in one mapping, at any depth (YAML would keep the last
+    silently): ``line 7: duplicate key 'port' in server``. ``seen`` holds the nodes already
+    walked, so an alias is walked once however often it is used."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, Any], int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, name) in first:
+                    where = f"in {path}" if path else "at the top level"
+                    problems.append(f"line {line}: duplicate key '{name}' {where} "
+                                    f"(first given on line {first[key.tag, name]})")
+                else:
+                    first[key.tag, name] = line
+            _check_duplicate_keys(value, _join(path, name if name is not None else "?"), problems, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, _join(path, index), problems, seen)
 
 
 class _Unset:
@@ -236,8 +271,9 @@ def _header_name(value: Any) -> str:
 
 def _method(value: Any) -> str:
     value = _str()(value).upper()
-    if value not in HTTP_METHODS:
-        raise _Invalid(f"unknown HTTP method '{value}'")
+    if value not in PROXIED_METHODS:
+        what = f"'{value}' is not proxied" if value in _UNPROXIED_METHODS else f"unknown HTTP method '{value}'"
+        raise _Invalid(f"{what} (supported: {', '.join(PROXIED_METHODS)})")
     return value
 
 
@@ -394,9 +430,11 @@ class _Builder:
         for alg in algorithms:
             if alg.lower() == "none":
                 self.problems.add(_join(path, "algorithms"), "'none' is never allowed")
-            elif alg not in HS_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
+            elif alg not in JWT_ALGORITHMS:
                 self.problems.add(_join(path, "algorithms"), f"unknown algorithm '{alg}'")
-        hs = [a for a in algorithms if a in HS_ALGORITHMS]
+        if not algorithms:
+            self.problems.add(_join(path, "algorithms"), "at least one algorithm is required")
+        hs = [a for a in algorithms if a in HMAC_ALGORITHMS]
         asym = [a for a in algorithms if a in ASYMMETRIC_ALGORITHMS]
         if hs and asym:
             self.problems.add(_join(path, "algorithms"),
@@ -406,7 +444,7 @@ class _Builder:
             if secret is None:
                 self.problems.add(_join(path, "secret"), f"is required for {', '.join(hs)}")
             else:
-                needed = max(HS_MIN_SECRET_BYTES[a] for a in hs)
+                needed = max(HMAC_MIN_SECRET_BYTES[a] for a in hs)
                 if len(secret.encode()) < needed:
                     self.problems.add(_join(path, "secret"),
                                       f"must be at least {needed} bytes for {', '.join(sorted(hs))}")
@@ -603,14 +641,24 @@ class _Builder:
             self.problems.add(path, f"expected a list of routes, got {_kind(raw)}")
             return ()
         out: list[RouteConfig] = []
-        names: set[str] = set()
+        names: dict[str, int] = {}
+        matches: dict[tuple[str | None, str, frozenset[str] | None], tuple[int, str]] = {}
         for i, item in enumerate(raw):
             route = self.route(item, _join(path, i), upstreams, auth)
             if route is None:
                 continue
             if route.name in names:
-                self.problems.add(_join(_join(path, i), "name"), f"duplicate route name '{route.name}'")
-            names.add(route.name)
+                self.problems.add(_join(_join(path, i), "name"),
+                                  f"duplicate route name '{route.name}' (also routes[{names[route.name]}])")
+            names.setdefault(route.name, i)
+            # The later of two routes that match the same requests could never be reached.
+            # Disjoint method sets on one path are fine; overlapping ones are an order question.
+            same = (route.host, _PARAM.sub("{}", route.path.rstrip("/") or "/"),
+                    frozenset(route.methods) if route.methods is not None else None)
+            if same in matches:
+                j, other = matches[same]
+                self.problems.add(_join(path, i), f"same host, path and methods as routes[{j}] ('{other}')")
+            matches.setdefault(same, (i, route.name))
             out.append(route)
         return tuple(out)
 

@@ -38,26 +38,34 @@ from typing import Any
 from tornado.process import cpu_count
 
 from . import ioloop
-from .config import ConfigError, GatewayConfig
+from .config import ConfigError, GatewayConfig, ListenError
 
 __all__ = ["run", "Supervisor"]
 
 log = logging.getLogger("gateway")
 
+EXIT_LISTEN = 1  # a listener could not be opened (SPEC §2: 2 is kept for a config that is wrong)
 MAX_RESTARTS = 100
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when first imported
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def run(config_path: str, config: GatewayConfig) -> int:
-    """Serve ``config`` until told to stop; returns the exit code."""
-    count = config.server.processes or cpu_count()
-    if count == 1:
-        from .server import serve
+    """Serve ``config`` until told to stop; returns the exit code.
 
-        run_loop(serve(config_path, config))
-        return 0
-    return Supervisor(config_path, config, count).run()
+    A listener that cannot be opened is one line on stderr and :data:`EXIT_LISTEN`.
+    """
+    count = config.server.processes or cpu_count()
+    try:
+        if count == 1:
+            from .server import serve
+
+            run_loop(serve(config_path, config))
+            return 0
+        return Supervisor(config_path, config, count).run()
+    except ListenError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_LISTEN
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -50,6 +50,7 @@ from .errors import (
 )
 from .headers import Fields, request_id_from, single_value, tornado_headers, traceparent_from
 from .runtime import RoutePlan, Runtime, RuntimeHolder
+from .tables import PROXIED_METHODS
 from .upstream.client import BodyStream, ResponseInterrupted
 from .upstream.forward import ForwardEvents, forward
 from .upstream.pool import Target, UpstreamPool
@@ -60,7 +61,7 @@ log = logging.getLogger("gateway")
 
 MAX_REQUEST_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+SUPPORTED_METHODS = PROXIED_METHODS
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 

@@ -35,7 +35,7 @@ from tornado.netutil import bind_sockets
 
 from .accesslog import AccessLog
 from .admin import make_admin_app
-from .config import ConfigError, GatewayConfig
+from .config import ConfigError, GatewayConfig, ListenError
 from .loader import load_config
 from .metrics import Metrics
 from .proxy import MainListener
@@ -43,7 +43,7 @@ from .runtime import Runtime, RuntimeHolder
 from .upstream.client import UpstreamClient
 from .upstream.pool import Target
 
-__all__ = ["GatewayServer", "serve", "bind_listeners"]
+__all__ = ["GatewayServer", "serve", "bind_listeners", "bind_listener"]
 
 log = logging.getLogger("gateway")
 
@@ -54,12 +54,28 @@ SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def bind_listeners(config: GatewayConfig) -> tuple[list[socket.socket], list[socket.socket]]:
     """Bind the main and admin sockets (before forking, so every worker shares them).
 
-    Raises ConfigError first when the listener's certificate cannot be loaded.
+    Raises ConfigError first when the listener's certificate cannot be loaded, and
+    ListenError when an address cannot be bound.
     """
     _server_ssl(config)
-    main = bind_sockets(config.server.port, config.server.host)
-    admin = bind_sockets(config.admin.port, config.admin.host)
+    main = bind_listener("server", config.server.host, config.server.port)
+    try:
+        admin = bind_listener("admin", config.admin.host, config.admin.port)
+    except ListenError:
+        for sock in main:
+            sock.close()
+        raise
     return main, admin
+
+
+def bind_listener(section: str, host: str, port: int) -> list[socket.socket]:
+    """The sockets for ``host``:``port``. Raises :class:`ListenError` naming ``section`` and
+    the address when they cannot be bound (the port is taken, a privileged port, an unknown host)."""
+    try:
+        return bind_sockets(port, host)
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        raise ListenError(f"{section}: cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
 
 
 def _port(sockets: list[socket.socket]) -> int:
@@ -108,11 +124,20 @@ class GatewayServer:
         return _port(self.admin_sockets)
 
     def bind(self) -> None:
-        """Bind the listeners not handed in."""
+        """Bind the listeners not handed in. Raises ListenError (nothing left bound) when one cannot be."""
+        main, admin = self.config.server, self.config.admin
+        bound: list[socket.socket] = []
         if not self.sockets:
-            self.sockets = bind_sockets(self.config.server.port, self.config.server.host)
+            self.sockets = bound = bind_listener("server", main.host, main.port)
         if self.with_admin and not self.admin_sockets:
-            self.admin_sockets = bind_sockets(self.config.admin.port, self.config.admin.host)
+            try:
+                self.admin_sockets = bind_listener("admin", admin.host, admin.port)
+            except ListenError:
+                for sock in bound:
+                    sock.close()
+                if bound:
+                    self.sockets = []
+                raise
 
     async def start(self) -> None:
         """Serve on the bound sockets and start background work."""
@@ -177,7 +202,10 @@ class GatewayServer:
         while self.holder.in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if self.holder.in_flight:
-            log.warning("drain time over with %d requests in flight; closing them", self.holder.in_flight)
+            # The gateway cuts these, not their clients (their access-log lines still read 499).
+            log.warning("drain time (server.drain_seconds: %gs) ran out with %d request(s) in flight: "
+                        "the gateway is closing their connections, unanswered", self.config.server.drain_seconds,
+                        self.holder.in_flight)
         for server in (self.http_server, self.admin_server):
             if server is not None:
                 await server.close_all_connections()

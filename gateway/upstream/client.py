@@ -51,11 +51,11 @@ from tornado.iostream import StreamClosedError
 from ..config import Origin
 from ..errors import BadGateway, UpstreamConnectError, UpstreamTimeout
 from ..headers import Fields
+from ..tables import IDEMPOTENT_METHODS
 from .tls import system_context
 
 __all__ = ["UpstreamClient", "BodyStream", "ResponseSink", "ResponseInterrupted", "Exchange"]
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 _WRITE_HIGH_WATER = 256 * 1024  # a streamed upload waits while more than this is unsent
 _BODILESS_STATUSES = frozenset({204, 304})

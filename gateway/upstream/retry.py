@@ -36,10 +36,10 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 from gateway.config import RetryConfig
+from gateway.tables import IDEMPOTENT_METHODS
 
-__all__ = ["IDEMPOTENT_METHODS", "RETRYABLE_FAILURES", "RetryBudget", "RetryPolicy"]
+__all__ = ["RETRYABLE_FAILURES", "RetryBudget", "RetryPolicy"]
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # What the proxy reports as ``failure``: "connect" | "timeout" | "reset" | "protocol".
 # A reset or a garbled answer may come after the upstream acted: not retried.
 RETRYABLE_FAILURES = frozenset({"connect", "timeout"})

@@ -149,3 +149,27 @@ async def test_no_token_or_secret_in_logs(echo, start_gateway, http, caplog) -> 
     assert good.split(".")[2] not in text
     assert good not in text
     assert SECRET not in text
+
+
+@pytest.mark.parametrize("sub", ["alice\r\nX-Admin: 1", "\x00", "bob\x7f"])
+async def test_a_claim_with_a_control_character_is_401_and_never_forwarded(sub, start_upstream, start_gateway,
+                                                                           http) -> None:
+    seen: list[str] = []
+
+    class Counting(EchoHandler):
+        def prepare(self) -> None:
+            seen.append(self.request.path)
+
+    upstream = start_upstream(Application([(r".*", Counting)]))
+    gw = await start_gateway(gateway_yaml(upstream.url))
+    for path in ("/orders", "/maybe"):
+        resp = await http(gw.url + path, headers={"Authorization": f"Bearer {token(sub)}"})
+        assert resp.code == 401
+        assert json.loads(resp.body)["error"] == "invalid_token"
+        assert resp.headers["WWW-Authenticate"] == (
+            'Bearer realm="gateway", error="invalid_token", '
+            'error_description="the sub claim holds a control character"')
+    assert seen == []
+    ok = await http(gw.url + "/orders", headers={"Authorization": f"Bearer {token('carol')}"})
+    assert json.loads(ok.body)["headers"]["X-User-Id"] == "carol"
+    assert seen == ["/orders"]

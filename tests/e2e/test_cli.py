@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,177 @@ def test_demo_prints_three_curl_lines_that_work_as_printed() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+# --- operator mistakes: one line, the right exit code, no traceback (issue 13, finding 12) ---
+
+ROUTES = """\
+upstreams:
+  orders: {targets: ["http://127.0.0.1:9001"]}
+routes:
+  - {name: orders, path: /orders, upstream: orders}
+"""
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("section, processes", [("server", 1), ("server", 2), ("admin", 1), ("admin", 2)])
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path, taken_port: int, section: str,
+                                               processes: int) -> None:
+    main_port, admin_port = (taken_port, free_port()) if section == "server" else (free_port(), taken_port)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"server: {{host: 127.0.0.1, port: {main_port}, processes: {processes}}}\n"
+                      f"admin: {{host: 127.0.0.1, port: {admin_port}}}\n" + ROUTES)
+    result = run("serve", "-c", str(config))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"{section}: cannot listen on 127.0.0.1:{taken_port}: Address already in use\n"
+    if section == "admin":  # the main port bound first was let go again
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", main_port))
+
+
+def write_key(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path) -> dict[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return {"private": write_key(tmp_path / "private.pem", private),
+            "public": write_key(tmp_path / "public.pem", public),
+            "text": write_key(tmp_path / "notes.txt", "not a key\n"),
+            "missing": str(tmp_path / "missing.pem")}
+
+
+TOKEN_MISTAKES = [
+    (["--key", "{missing}"], "--key {missing}: No such file or directory"),
+    (["--key", "{public}"], "--key {public}: cannot sign with RS256: not an unencrypted PEM private key"),
+    (["--key", "{text}"], "--key {text}: cannot sign with RS256: not an unencrypted PEM private key"),
+    (["--key", "{private}", "--alg", "ES256"],
+     "--key {private}: cannot sign with ES256: this RSAPrivateKey signs only PS256, PS384, PS512, RS256, RS384, RS512"),
+    (["--alg", "XS256"], "--alg XS256: unknown algorithm (supported: ES256, ES256K, ES384, ES512, EdDSA, HS256, "
+                         "HS384, HS512, PS256, PS384, PS512, RS256, RS384, RS512)"),
+    (["--ttl", "-5"], "--ttl -5: must be a positive number of seconds"),
+    (["--ttl", "0"], "--ttl 0: must be a positive number of seconds"),
+]
+
+
+@pytest.mark.parametrize("args, message", TOKEN_MISTAKES, ids=[" ".join(a) for a, _ in TOKEN_MISTAKES])
+def test_token_mistakes_are_one_line_and_exit_2(pem_files: dict[str, str], args: list[str], message: str) -> None:
+    result = run("token", "--sub", "alice", *[a.format(**pem_files) for a in args])
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"gateway token: {message.format(**pem_files)}\n"
+
+
+SCP_CONFIG = """\
+auth:
+  jwt:
+    algorithms: [{alg}]
+    {key}
+    scope_claim: scp
+    audience: orders-api
+    issuer: https://idp.test
+"""
+
+
+@pytest.mark.parametrize("alg", ["HS256", "RS256"])
+def test_token_puts_the_scopes_in_the_configured_scope_claim(tmp_path: Path, pem_files: dict[str, str],
+                                                             alg: str) -> None:
+    import jwt
+
+    secret = "cli-test-secret-0123456789abcdef-0123"
+    config = tmp_path / "gateway.yaml"
+    key_line = f"secret: {secret}" if alg == "HS256" else f"public_key_file: {pem_files['public']}"
+    config.write_text(SCP_CONFIG.format(alg=alg, key=key_line))
+    extra = [] if alg == "HS256" else ["--key", pem_files["private"]]
+    result = run("token", "-c", str(config), "--sub", "alice", "--scope", "orders:read orders:write", *extra)
+    assert (result.returncode, result.stderr) == (0, "")
+    claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
+    assert claims["scp"] == "orders:read orders:write"
+    assert "scope" not in claims
+    assert (claims["aud"], claims["iss"]) == ("orders-api", "https://idp.test")
+
+
+CHECK_MISTAKES = [
+    ("duplicate keys", """\
+server:
+  host: 127.0.0.1
+  port: 8080
+  port: 8081
+upstreams:
+  orders: {targets: ["http://127.0.0.1:9001"]}
+  orders: {targets: ["http://127.0.0.1:9002"]}
+routes:
+  - {name: orders, path: /orders, upstream: orders, upstream: orders}
+""", ["line 4: duplicate key 'port' in server (first given on line 3)",
+      "line 7: duplicate key 'orders' in upstreams (first given on line 6)",
+      "line 9: duplicate key 'upstream' in routes[0] (first given on line 9)"]),
+    ("empty", "", ["(top level): the configuration is empty (only comments or nothing): there is nothing to serve"]),
+    ("only comments", "# routes:\n#   - {name: a}\n",
+     ["(top level): the configuration is empty (only comments or nothing): there is nothing to serve"]),
+    ("same routes", ROUTES + """\
+  - {name: orders, path: /orders/, upstream: orders, methods: [GET]}
+  - {name: reads, path: /orders, upstream: orders, methods: [GET, HEAD]}
+  - {name: writes, path: /orders, upstream: orders, methods: [POST]}
+  - {name: all, path: /orders, upstream: orders}
+""", ["routes[1].name: duplicate route name 'orders' (also routes[0])",
+      "routes[4]: same host, path and methods as routes[0] ('orders')"]),
+    ("TRACE", ROUTES + "  - {name: trace, path: /t, upstream: orders, methods: [TRACE]}\n",
+     ["routes[1].methods: item 0: 'TRACE' is not proxied (supported: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"]),
+]
+
+
+@pytest.mark.parametrize("text, problems", [c[1:] for c in CHECK_MISTAKES], ids=[c[0] for c in CHECK_MISTAKES])
+def test_check_refuses_what_used_to_pass_silently(tmp_path: Path, text: str, problems: list[str]) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    result = run("check", "-c", str(config))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [*problems, f"{len(problems)} problem(s) in {config}"]
+
+
+def test_json_logs_carry_an_iso_8601_utc_timestamp(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"server: {{host: 127.0.0.1, port: {port}}}\nadmin: {{host: 127.0.0.1, port: {free_port()}}}\n"
+                      "logging: {format: json}\n" + ROUTES)
+    proc = subprocess.Popen([*GATEWAY, "serve", "-c", str(config)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /nowhere HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            while sock.recv(4096):
+                pass
+        assert stop(proc) == 0
+        assert proc.stderr is not None and proc.stdout is not None
+        operational = [json.loads(line) for line in proc.stderr.read().splitlines()]
+        access = [json.loads(line) for line in proc.stdout.read().splitlines()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+    assert operational[0]["message"] == f"gateway listening on 127.0.0.1:{port}"
+    assert len(access) == 1 and access[0]["status"] == 404
+    for entry in [*operational, *access]:
+        ts = entry["ts"]
+        assert len(ts) == 24 and ts.endswith("Z") and ts[10] == "T", ts
+        parsed = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert abs(parsed.timestamp() - time.time()) < 60

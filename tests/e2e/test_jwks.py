@@ -25,7 +25,7 @@ from tornado.web import Application, RequestHandler
 
 from gateway.auth import Authenticator
 from gateway.config import JwtConfig
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, ServiceUnavailable
 
 NOW = int(time.time())  # the injected clock starts here and tokens are issued here
 SECRET = "e2e-test-secret-".ljust(32, "s")
@@ -68,6 +68,8 @@ class JwksProvider:
         self.status = 200
         self.body: bytes | None = None  # when set, answered instead of the document
         self.requests = 0
+        self.hang = False  # when set, a request gets no answer until release()
+        self._released = asyncio.Event()
         self.url = ""
         self._server: HTTPServer | None = None
 
@@ -81,7 +83,13 @@ class JwksProvider:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.stop()
 
+    def release(self) -> None:
+        """Let every hanging request answer (with the document)."""
+        self.hang = False
+        self._released.set()
+
     async def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.stop()
             await self._server.close_all_connections()
@@ -92,8 +100,10 @@ class _JwksHandler(RequestHandler):
     def initialize(self, provider: JwksProvider) -> None:
         self.provider = provider
 
-    def get(self) -> None:
+    async def get(self) -> None:
         self.provider.requests += 1
+        if self.provider.hang:
+            await self.provider._released.wait()
         self.set_status(self.provider.status)
         self.set_header("Content-Type", "application/json")
         self.finish(
@@ -306,11 +316,12 @@ async def test_a_failed_first_fetch_is_not_fatal(
         await authenticator.start()
         try:
             token = tokens.sign(KEY_A, "a")
-            assert (
-                await refused(authenticator, token) == "unknown key id"
-            )  # the one allowed refetch, failing too
+            # No key at all: the gateway cannot check any token, which is a 503, not the client's fault.
+            with pytest.raises(ServiceUnavailable):
+                await authenticator.authenticate(f"Bearer {token}")  # the one allowed refetch, failing too
             provider.status, provider.body = 200, None
-            assert await refused(authenticator, token) == "unknown key id"  # rate-limited: no fetch
+            with pytest.raises(ServiceUnavailable):
+                await authenticator.authenticate(f"Bearer {token}")  # rate-limited: no fetch
             clock.now += 10
             assert await subject(authenticator, token) == "user-1"
         finally:
@@ -350,3 +361,76 @@ async def test_periodic_refresh_picks_up_rotation_and_stops(io_loop: Any, tokens
         # stop() may cancel a fetch that the server has already counted
         assert results == ["success"] * len(results)
         assert len(results) in (stopped_at - 1, stopped_at)
+
+
+# --- through a running gateway: a provider that hangs ----------------------------------------
+
+
+def jwks_gateway_yaml(url: str, upstream_url: str) -> str:
+    return f"""
+    auth:
+      jwt: {{algorithms: [RS256], jwks_url: "{url}", claims_to_headers: {{sub: X-User-Id}}}}
+    upstreams:
+      echo: {{targets: ["{upstream_url}"]}}
+    routes:
+      - {{name: orders, path: /orders, upstream: echo}}
+    """
+
+
+async def test_a_hanging_provider_holds_a_request_at_most_the_bounded_wait(
+    start_gateway: Any, start_upstream: Any, http: Any, tokens: Tokens
+) -> None:
+    from gateway.demo import EchoHandler
+
+    echo = start_upstream(Application([(r".*", EchoHandler)]))
+    async with JwksProvider(JWK_A) as provider:
+        gw = await start_gateway(jwks_gateway_yaml(provider.url, echo.url))
+        known = {"Authorization": f"Bearer {tokens.sign(KEY_A, 'a', sub='alice')}"}
+        assert (await http(gw.url + "/orders", headers=known)).code == 200
+        provider.hang = True
+        try:
+            started = time.monotonic()
+            # Many unknown kids at once: one refetch between them, each answered within the bound.
+            answers = await asyncio.gather(*(
+                http(gw.url + "/orders", headers={"Authorization": f"Bearer {tokens.sign(KEY_NEW, f'new-{i}')}"})
+                for i in range(8)  # the test client runs at most 10 at once
+            ))
+            elapsed = time.monotonic() - started
+            assert 2.0 <= elapsed < 3.5
+            assert [answer.code for answer in answers] == [401] * 8
+            assert {json.loads(answer.body)["error"] for answer in answers} == {"invalid_token"}
+            assert {answer.headers["WWW-Authenticate"] for answer in answers} == {
+                'Bearer realm="gateway", error="invalid_token", error_description="unknown key id"'
+            }
+            assert provider.requests == 2
+            # The known key keeps working at once while the refetch hangs.
+            started = time.monotonic()
+            assert (await http(gw.url + "/orders", headers=known)).code == 200
+            assert time.monotonic() - started < 0.5
+        finally:
+            provider.release()
+        await asyncio.sleep(0.1)  # the refetch, released, completes in the background
+
+
+async def test_no_keys_at_all_is_503_within_the_bounded_wait(
+    start_gateway: Any, start_upstream: Any, http: Any, tokens: Tokens
+) -> None:
+    from gateway.demo import EchoHandler
+
+    echo = start_upstream(Application([(r".*", EchoHandler)]))
+    async with JwksProvider(JWK_A) as provider:
+        provider.status = 503  # the first fetch fails: the gateway holds no key
+        gw = await start_gateway(jwks_gateway_yaml(provider.url, echo.url))
+        provider.hang = True
+        try:
+            started = time.monotonic()
+            resp = await http(gw.url + "/orders", headers={"Authorization": f"Bearer {tokens.sign(KEY_A, 'a')}"})
+            assert time.monotonic() - started < 3.5
+            assert resp.code == 503
+            body = json.loads(resp.body)
+            assert (body["error"], body["message"]) == (
+                "service_unavailable", "the keys that verify tokens are not available")
+            assert provider.requests == 2
+        finally:
+            provider.release()
+        await asyncio.sleep(0.1)

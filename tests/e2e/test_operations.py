@@ -324,7 +324,8 @@ async def test_sigterm_gives_up_on_a_request_after_drain_seconds(
     assert await gateway.wait(5) == 0
     with pytest.raises(HTTPStreamClosedError):  # closed unanswered when the drain time ran out
         await slow
-    await gateway.wait_for_log("drain time over with 1 requests in flight")
+    await gateway.wait_for_log(r"drain time \(server.drain_seconds: 0.3s\) ran out with 1 request\(s\) in flight: "
+                               "the gateway is closing their connections, unanswered")
 
 
 @pytest.mark.timeout(seconds=30)

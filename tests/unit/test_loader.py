@@ -65,13 +65,45 @@ BAD_CONFIGS = [
     ("route path with dot segment", UPSTREAM + "routes: [{name: a, path: /a/../b, upstream: orders}]\n",
      ["routes[0].path: '/a/../b' is not a clean path"]),
     ("unknown method", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, methods: [FETCH]}]\n",
-     ["routes[0].methods: item 0: unknown HTTP method 'FETCH'"]),
+     ["routes[0].methods: item 0: unknown HTTP method 'FETCH' (supported: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"]),
     ("route without name or path", UPSTREAM + "routes: [{upstream: orders}]\n",
      ["routes[0].name: is required", "routes[0].path: is required"]),
     ("route with neither upstream nor aggregate", "routes: [{name: a, path: /a}]\n",
      ["routes[0]: needs exactly one of upstream or aggregate"]),
     ("duplicate route name", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders},"
-     " {name: a, path: /b, upstream: orders}]\n", ["routes[1].name: duplicate route name 'a'"]),
+     " {name: a, path: /b, upstream: orders}]\n", ["routes[1].name: duplicate route name 'a' (also routes[0])"]),
+    ("same host, path and methods", UPSTREAM + "routes:\n"
+     "  - {name: orders, path: /o, upstream: orders}\n"
+     "  - {name: other, path: /p, upstream: orders}\n"
+     "  - {name: again, path: /o/, upstream: orders}\n"
+     "  - {name: get, path: /p, upstream: orders, methods: [get, post]}\n"
+     "  - {name: get2, path: /p, upstream: orders, methods: [POST, GET]}\n"
+     "  - {name: hosted, path: /o, upstream: orders, host: a.example}\n"
+     "  - {name: hosted2, path: /o, upstream: orders, host: A.example}\n",
+     ["routes[2]: same host, path and methods as routes[0] ('orders')",
+      "routes[4]: same host, path and methods as routes[3] ('get')",
+      "routes[6]: same host, path and methods as routes[5] ('hosted')"]),
+    ("TRACE is not proxied", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, methods: [GET, trace]}]\n",
+     ["routes[0].methods: item 1: 'TRACE' is not proxied (supported: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"]),
+    ("CONNECT in CORS", "cors: {allow_origins: ['*'], allow_methods: [CONNECT]}\n",
+     ["cors.allow_methods: item 0: 'CONNECT' is not proxied (supported: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"]),
+    ("empty file", "", ["(top level): the configuration is empty (only comments or nothing): there is nothing to serve"]),
+    ("only comments", "# server:\n#   port: 80\n\n",
+     ["(top level): the configuration is empty (only comments or nothing): there is nothing to serve"]),
+    ("duplicate keys at any depth", "server:\n  host: 127.0.0.1\n  port: 8080\n  port: 8081\n"
+     + UPSTREAM + "routes:\n  - name: a\n    path: /a\n    upstream: orders\n    path: /b\nserver: {}\n",
+     ["line 4: duplicate key 'port' in server (first given on line 3)",
+      "line 11: duplicate key 'path' in routes[0] (first given on line 9)",
+      "line 12: duplicate key 'server' at the top level (first given on line 1)"]),
+    ("duplicate key beside other problems", "server: {port: 1, port: 2, host: ''}\n",
+     ["line 1: duplicate key 'port' in server (first given on line 1)", "server.host: must not be empty"]),
+    ("no algorithms", "auth: {jwt: {algorithms: []}}\n", ["auth.jwt.algorithms: at least one algorithm is required"]),
+    ("secret and public key file are for different algorithms",
+     f"auth: {{jwt: {{algorithms: [RS256], secret: {SECRET}, jwks_url: 'https://idp/jwks'}}}}\n",
+     ["auth.jwt.secret: is only used with HS* algorithms"]),
+    ("public_key_file and jwks_url exclude each other",
+     "auth: {jwt: {algorithms: [ES256K], jwks_url: 'https://idp/jwks', public_key_file: conf/gateway.yaml}}\n",
+     ["auth.jwt: ES256K need exactly one of public_key_file or jwks_url"]),
     ("negative timeout", "upstreams:\n  u: {targets: ['http://a'], connect_timeout: -1, request_timeout: fast}\n",
      ["upstreams.u.connect_timeout: must be greater than 0",
       "upstreams.u.request_timeout: expected a number of seconds, got a string"]),
@@ -95,6 +127,19 @@ def test_bad_config_reports_exact_problem_with_location(request: pytest.FixtureR
                                                         expected: list[str]) -> None:
     case = request.node.callspec.id
     assert problems(text, ENVIRON.get(case)) == expected
+
+
+def test_es256k_loads_like_the_other_jwt_algorithms() -> None:
+    config = parse_config("auth: {jwt: {algorithms: [ES256K, ES256], jwks_url: 'https://idp.example/jwks'}}\n")
+    assert config.auth.jwt is not None and config.auth.jwt.algorithms == ("ES256K", "ES256")
+
+
+def test_routes_on_one_path_with_disjoint_methods_are_fine() -> None:
+    config = parse_config(UPSTREAM + "routes:\n"
+                          "  - {name: read, path: /o, upstream: orders, methods: [GET]}\n"
+                          "  - {name: write, path: /o, upstream: orders, methods: [POST, PUT]}\n"
+                          "  - {name: rest, path: /o, upstream: orders}\n")
+    assert [route.name for route in config.routes] == ["read", "write", "rest"]
 
 
 def test_every_problem_is_reported_at_once() -> None:
