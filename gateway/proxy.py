@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -32,10 +33,10 @@ from typing import Any
 from tornado import httputil
 from tornado.escape import json_decode
 from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
 
 from .context import RequestContext
 from .errors import (
-    BadRequest,
     BodyTooLarge,
     GatewayError,
     HeadersTooLarge,
@@ -48,6 +49,7 @@ from .errors import (
     UriTooLong,
     render_error,
 )
+from .framing import CHUNKED, body_length, request_host
 from .headers import Fields, request_id_from, tornado_headers, traceparent_from
 from .ratelimit import limit_key
 from .runtime import RoutePlan, Runtime, RuntimeHolder
@@ -103,6 +105,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     _abort_upstream: Any = None
     _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
+    declared_length = 0  # the body's: 0 for none, CHUNKED (-1) when chunked; checked by gateway.framing
+    _unread_body = False  # a body follows the headers and is not wanted: answer with Connection: close
     _counted = False
     _active = False  # headers received: a delegate waiting on an idle keep-alive connection is not
 
@@ -125,10 +129,16 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.method = start_line.method
         self.uri = start_line.path
         self.path, _, self.query = start_line.path.partition("?")
-        self.host = headers.get("Host") or "127.0.0.1"
         self.headers = headers
         self.ctx.request_id = request_id_from(headers.get("X-Request-Id"))
         pin_nodelay(self.conn.stream)
+        try:
+            self.declared_length = body_length(start_line.version, headers)
+            self.host = request_host(start_line.version, headers) or "127.0.0.1"
+        except GatewayError as error:
+            self._refuse_unread(error)
+            return None
+        self._unread_body = self.declared_length != 0
         if self.path in _ENDPOINTS:
             self._endpoint(self.path)
             return None
@@ -147,8 +157,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             self._stop_forwarding()
             self.fail(BodyTooLarge(f"request body exceeds {self._body_limit} bytes"))
             return None
-        if self._body_stream is not None:
-            return self._body_stream.put(chunk)
+        stream = self._body_stream
+        if stream is not None:
+            if self._forwarding is None:
+                self._forwarding = asyncio.ensure_future(self.forward(stream))
+            return stream.put(chunk)
         if self._body_chunks is not None:
             self._body_chunks.append(chunk)
         return None
@@ -171,10 +184,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self._uncount()
         self._stop_forwarding()
         self.client_gone = True
-        # The access log and metrics still count it, as 499 (nginx's "client closed request")
-        # when no answer had started.
+        # The access log and metrics still count it: as 499 (nginx's "client closed request")
+        # when no answer had started, or as 400 when Tornado refused the body's framing.
         if not self.headers_written:
-            self.status = 499
+            self.status = 400 if self._body_refused() else 499
         self._log()
 
     # --- policy ---
@@ -231,35 +244,30 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
 
     def admit_body(self, plan: RoutePlan) -> None:
         """Choose how the body travels: none, buffered (replayable) or streamed."""
-        headers = self.headers
-        limit = self._body_limit = self.runtime.server.max_body_bytes
-        declared = headers.get("Content-Length")
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        if declared is not None:
-            try:
-                length = int(declared)
-            except ValueError:
-                raise BadRequest("Content-Length is not a number") from None
-            if length > limit:
-                raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
-        elif not chunked:
+        length = self.declared_length
+        if length == 0:
             return
-        else:
-            length = -1
+        limit = self._body_limit = self.runtime.server.max_body_bytes
+        if length > limit:
+            raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
         streamable = self.method in ("POST", "PUT", "PATCH") or length >= 0
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
             return
-        self._body_stream = BodyStream(length if length >= 0 else None)
-        self._forwarding = asyncio.ensure_future(self.forward(self._body_stream))
+        # The forward starts with the first body byte (data_received): a body whose framing is
+        # broken from its start never reaches the upstream.
+        self._body_stream = BodyStream(None if length == CHUNKED else length)
 
     # --- relaying ---
 
     async def _run(self) -> None:
         """Forward (or aggregate) and finish the answer; every failure ends as an answer or a close."""
         try:
-            if self._forwarding is not None:
-                self._body_stream.close()  # type: ignore[union-attr]
+            stream = self._body_stream
+            if stream is not None:
+                if self._forwarding is None:  # an empty chunked body
+                    self._forwarding = asyncio.ensure_future(self.forward(stream))
+                stream.close()
                 await self._forwarding
             elif self.plan is not None and self.plan.aggregate is not None:
                 await self.aggregate(self.plan)
@@ -412,7 +420,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.reason = httputil.responses.get(status, "Unknown")
         if status not in _NO_BODY_STATUSES:
             out["Content-Length"] = str(len(body))
-        if not self.read_done and self._body_expected():
+        if not self.read_done and self._unread_body:
             # Refused before its body was read: the body is not wanted, and Tornado closes the
             # connection after an answer finished early. Say so.
             out["Connection"] = "close"
@@ -430,9 +438,29 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.headers_written = True
         return self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason), out, chunk)
 
-    def _body_expected(self) -> bool:
+    def _body_refused(self) -> bool:
+        """Whether Tornado gave up the request body because its framing broke (a bad chunk size,
+        say), rather than because the client went away. Asked only from on_connection_close.
+
+        Tornado answers a broken body with its own bare 400 and then tells the delegate the
+        connection closed (HTTP1Connection._read_message_inner): from its ``finally`` clause,
+        after the HTTPInputError was handled, so no exception is in flight. A client that went
+        away mid-body raises StreamClosedError through that same ``finally``. A request read
+        whole (the client left while its answer was awaited) is not refused.
+        Pinned by tests/e2e/test_framing.py (the bad chunk is logged as 400, a vanished client as 499).
+        """
+        return not self.read_done and not isinstance(sys.exc_info()[1], StreamClosedError)
+
+    def _refuse_unread(self, error: GatewayError) -> None:
+        """Refuse a request on its headers alone, its body (if any) unread: the answer says
+        Connection: close, and the framing fields are removed from the headers Tornado reads the
+        body by (after headers_received returns), so Tornado reads no body and adds no bare 400
+        of its own to a malformed one; it closes the connection after the answer instead."""
+        self._unread_body = True
+        self.fail(error)
         headers = self.headers
-        return headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
+        headers.pop("Content-Length", None)
+        headers.pop("Transfer-Encoding", None)
 
     def _bug(self) -> None:
         log.error("request_id=%s internal error", self.ctx.request_id, exc_info=True)
