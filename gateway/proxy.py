@@ -37,6 +37,7 @@ from tornado.iostream import StreamClosedError
 
 from .context import RequestContext
 from .errors import (
+    BadGateway,
     BodyTooLarge,
     GatewayError,
     HeadersTooLarge,
@@ -281,8 +282,12 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return
         except ResponseInterrupted as exc:
             log.info("request_id=%s %s", self.ctx.request_id, exc)
-            if not self.ended:
-                self.conn.close()
+            if exc.upstream_fault and not self.headers_written:
+                # The upstream's head is held until its first body byte: the client has seen
+                # nothing yet, so it still gets SPEC §4's answer.
+                self.fail(BadGateway("the upstream broke off its answer"))
+            else:
+                self._cut_off()
             return
         except Exception:
             self._bug()
@@ -348,6 +353,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.status = status
         self.reason = reason or httputil.responses.get(status, "Unknown")
         out = tornado_headers(self.plan.response_headers.apply(headers))  # type: ignore[union-attr]
+        if status == 204 and "Content-Length" in out:
+            del out["Content-Length"]  # RFC 9110 §8.6: never on a 204 (a 304 may keep it: the representation's)
         self.stamp(out)
         self.out = out
 
@@ -385,7 +392,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return
         if self.headers_written:
             log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.message)
-            self.conn.close()
+            self._cut_off()
             return
         out = httputil.HTTPHeaders()
         out["Content-Type"] = "application/json"
@@ -412,6 +419,18 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.ended = True
         if self.read_done or self._finish_early:
             self.conn.finish()
+        self._uncount()
+        self._log()
+
+    def _cut_off(self) -> None:
+        """End a request whose answer cannot be completed: close the connection (the client sees
+        the answer cut short, never completed as if whole), and count and log it once, with the
+        status it was given. Closing the connection ourselves clears Tornado's close callback,
+        so on_connection_close will not do this."""
+        if self.ended or self.client_gone:
+            return
+        self.ended = True
+        self.conn.close()
         self._uncount()
         self._log()
 
