@@ -47,6 +47,7 @@ from .errors import (
     MissingToken,
     NoHealthyUpstream,
     RateLimited,
+    RequestTimeout,
     UriTooLong,
     render_error,
 )
@@ -108,6 +109,9 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     _body_limit = 0
     declared_length = 0  # the body's: 0 for none, CHUNKED (-1) when chunked; checked by gateway.framing
     _unread_body = False  # a body follows the headers and is not wanted: answer with Connection: close
+    _body_timer: asyncio.TimerHandle | None = None  # watches the body's silence (server.body_timeout_seconds)
+    _body_seen = 0.0  # the loop time the body last sent something
+    _loop: asyncio.AbstractEventLoop
     _counted = False
     _active = False  # headers received: a delegate waiting on an idle keep-alive connection is not
 
@@ -153,6 +157,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return None  # answered already (refused): the rest of the body is read and dropped
         ctx = self.ctx
         ctx.bytes_in += len(chunk)
+        self._body_seen = self._loop.time()
         if ctx.bytes_in > self._body_limit:
             # Answered here, not raised: a raise from data_received would drop the connection unanswered.
             self._stop_forwarding()
@@ -171,6 +176,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         """The whole request has been read: finish an answer made meanwhile, or relay the request
         (a streamed body is already on its way)."""
         self.read_done = True
+        self._stop_body_timer()
         if not self._active or self.client_gone:
             return
         if self.ended:
@@ -252,12 +258,45 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         if length > limit:
             raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
         streamable = self.method in ("POST", "PUT", "PATCH") or length >= 0
+        self._watch_body()
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
             return
         # The forward starts with the first body byte (data_received): a body whose framing is
         # broken from its start never reaches the upstream.
         self._body_stream = BodyStream(None if length == CHUNKED else length)
+
+    def _watch_body(self) -> None:
+        """Answer 408 when the body sends nothing for ``server.body_timeout_seconds``: a client that
+        dribbles or stalls must not hold an upstream connection (or buffer) for ever.
+
+        One timer per request, re-armed from the time of the last chunk rather than reset on each,
+        so a chunk costs a clock read. Time spent waiting for the upstream to take the body (a
+        streamed upload under backpressure) is the gateway's, not the client's, and does not count.
+        """
+        loop = self._loop = asyncio.get_running_loop()
+        self._body_seen = loop.time()
+        self._body_timer = loop.call_at(self._body_seen + self.runtime.server.body_timeout_seconds,
+                                        self._check_body)
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        if self.read_done or self.ended or self.client_gone:
+            return
+        timeout = self.runtime.server.body_timeout_seconds
+        now = self._loop.time()
+        if self._body_stream is not None and self._body_stream.waiting:
+            self._body_seen = now
+        elif now - self._body_seen >= timeout:
+            self._stop_forwarding()  # the client's fault: the upstream exchange, if begun, is aborted
+            self.fail(RequestTimeout(f"the request body sent nothing for {timeout:g}s"))
+            return
+        self._body_timer = self._loop.call_at(self._body_seen + timeout, self._check_body)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     # --- relaying ---
 
@@ -508,6 +547,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     # --- bookkeeping ---
 
     def _log(self) -> None:
+        """The request is over: its access-log line and metrics (called once per request)."""
+        self._stop_body_timer()
         ctx = self.ctx
         self.holder.log_request(ctx, self.method, self.path, self.status, time.perf_counter() - self.started,
                                 ctx.route_name or self.route_label)

@@ -124,6 +124,11 @@ class BodyStream:
         # else the drain released the producer, whose chunk wakes get() in turn
 
     @property
+    def waiting(self) -> bool:
+        """A chunk waits for the consumer to take the one before: the upstream side is the slow one."""
+        return self._producer_waiting
+
+    @property
     def aborted(self) -> bool:
         """The client side gave the body up: it must not be sent on, nor finished as if complete."""
         return self._aborted

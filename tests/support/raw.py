@@ -19,20 +19,22 @@ from tornado.testing import bind_unused_port
 
 from gateway.accesslog import AccessLog
 
-__all__ = ["RawUpstream", "exchange", "parse", "AccessLines"]
+__all__ = ["RawUpstream", "exchange", "parse", "body_of", "AccessLines"]
 
 
 class RawUpstream(TCPServer):
-    """Answers every request with ``answer`` and closes the connection after it when ``close``.
+    """Answers every request with ``answer`` and closes the connection after it when ``close``;
+    waits ``read_delay`` seconds after each head before it reads the body (backpressure).
 
     ``heads``: each request head, as soon as it arrived; ``requests``: each whole request
     (head plus a Content-Length or chunked body); ``open``: connections open now.
     """
 
-    def __init__(self, answer: bytes, close: bool = False) -> None:
+    def __init__(self, answer: bytes, close: bool = False, read_delay: float = 0.0) -> None:
         super().__init__()
         self.answer = answer
         self.close = close
+        self.read_delay = read_delay
         self.connections = 0
         self.open = 0
         self.heads: list[bytes] = []
@@ -48,6 +50,8 @@ class RawUpstream(TCPServer):
             while True:
                 head = await stream.read_until(b"\r\n\r\n")
                 self.heads.append(head)
+                if self.read_delay:
+                    await asyncio.sleep(self.read_delay)
                 lowered = head.lower()
                 body = b""
                 if b"content-length:" in lowered:
@@ -82,6 +86,20 @@ def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     lines = head.decode("latin-1").split("\r\n")
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split(" ")[1]), headers, rest
+
+
+def body_of(request: bytes) -> bytes:
+    """The body of one request :class:`RawUpstream` recorded, de-chunked if it was chunked."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return body
+    data = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return data
+        data, body = data + body[:size], body[size + 2:]
 
 
 class AccessLines:
