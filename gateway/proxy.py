@@ -33,7 +33,7 @@ from typing import Any
 from tornado import httputil
 from tornado.escape import json_decode
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import StreamClosedError
+from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
 from .context import RequestContext
 from .errors import (
@@ -503,11 +503,16 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         Tornado answers a broken body with its own bare 400 and then tells the delegate the
         connection closed (HTTP1Connection._read_message_inner): from its ``finally`` clause,
         after the HTTPInputError was handled, so no exception is in flight. A client that went
-        away mid-body raises StreamClosedError through that same ``finally``. A request read
-        whole (the client left while its answer was awaited) is not refused.
-        Pinned by tests/e2e/test_framing.py (the bad chunk is logged as 400, a vanished client as 499).
+        away mid-body raises StreamClosedError through that same ``finally``; so does a chunk-size
+        line too long to read (IOStream closes the stream, with UnsatisfiableReadError as its
+        ``real_error``), which is a broken body. A request read whole (the client left while its
+        answer was awaited) is not refused. Pinned by tests/e2e/test_framing.py (broken bodies
+        are logged as 400, a vanished client as 499).
         """
-        return not self.read_done and not isinstance(sys.exc_info()[1], StreamClosedError)
+        if self.read_done:
+            return False
+        exc = sys.exc_info()[1]
+        return not isinstance(exc, StreamClosedError) or isinstance(exc.real_error, UnsatisfiableReadError)
 
     def _refuse_unread(self, error: GatewayError) -> None:
         """Refuse a request on its headers alone, its body (if any) unread: the answer says
