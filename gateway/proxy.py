@@ -12,8 +12,17 @@ The policy order is written once, in :meth:`ProxyRequest.admit`: request id →
 route → CORS preflight → auth → scopes → rate limit → body rules → forward.
 
 The response-started line: until the first byte of an answer goes to the
-client, a failure renders the JSON error of SPEC §4 and a retry may happen;
-after it, the failure is logged and the connection closed.
+client, a failure renders the JSON error of SPEC §4 and a retry may happen
+(an upstream's head is held until its first body byte, so an upstream that
+breaks off after its head is still a 502); after it, the failure is logged and
+the connection closed. However a request ends (answered, refused, cut off, the
+client gone) it is counted and logged exactly once (:meth:`ProxyRequest._log`).
+
+Hostile input: the framing and Host are checked on the headers
+(:mod:`gateway.framing`) before anything is admitted or sent upstream; a body
+silent for ``server.body_timeout_seconds`` is a 408. A client's fault (a
+refused or broken body, a stall, a client gone) aborts the upstream exchange
+as ``ResponseInterrupted(upstream_fault=False)``, which counts against no upstream.
 
 Request bodies: none, buffered (a declared length up to the upstream's
 ``replay_buffer_bytes``, or any ``validate_json`` body: replayable, so
@@ -331,7 +340,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         except Exception:
             self._bug()
             return
-        self.end()
+        try:
+            self.end()
+        except Exception:  # Tornado refused to finish the answer (HTTPOutputError); it closed the connection
+            log.error("request_id=%s could not finish the answer", self.ctx.request_id, exc_info=True)
 
     async def forward(self, body: bytes | BodyStream | None) -> None:
         """Send the request to the route's upstream (tries and retries in upstream.forward) and relay the answer."""
@@ -456,10 +468,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             self.out = out
             self._write_head(None)
         self.ended = True
+        self._uncount()
+        self._log()  # before finish(), which may raise: the request is logged however it ends
         if self.read_done or self._finish_early:
             self.conn.finish()
-        self._uncount()
-        self._log()
 
     def _cut_off(self) -> None:
         """End a request whose answer cannot be completed: close the connection (the client sees
