@@ -518,7 +518,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         away mid-body raises StreamClosedError through that same ``finally``; so does a chunk-size
         line too long to read (IOStream closes the stream, with UnsatisfiableReadError as its
         ``real_error``), which is a broken body. A request read whole (the client left while its
-        answer was awaited) is not refused. Pinned by tests/e2e/test_framing.py (broken bodies
+        answer was awaited) is not refused. Pinned by tests/e2e/test_framing_wire.py (broken bodies
         are logged as 400, a vanished client as 499).
         """
         if self.read_done:
