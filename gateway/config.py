@@ -40,6 +40,7 @@ class ServerConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     trusted_proxies: tuple[str, ...] = ()  # CIDRs, validated by the loader
     drain_seconds: float = 10.0
+    body_timeout_seconds: float = 60.0  # a request body silent this long: 408
     tls: ServerTls | None = None
 
 

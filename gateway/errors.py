@@ -18,6 +18,7 @@ certificate or library message::
     ├── InsufficientScope     403 insufficient_scope
     ├── NoRoute               404 no_route
     ├── MethodNotAllowed      405 method_not_allowed
+    ├── RequestTimeout        408 request_timeout
     ├── BodyTooLarge          413 body_too_large
     ├── UriTooLong            414 uri_too_long
     ├── RateLimited           429 rate_limited
@@ -114,6 +115,12 @@ class MethodNotAllowed(GatewayError):
 
     def __init__(self, allowed: tuple[str, ...] | list[str]) -> None:
         super().__init__(None, {"Allow": ", ".join(allowed)})
+
+
+class RequestTimeout(GatewayError):
+    """The request body sent nothing for ``server.body_timeout_seconds``."""
+
+    status, code, default_message = 408, "request_timeout", "the request body stalled"
 
 
 class BodyTooLarge(GatewayError):

@@ -386,6 +386,7 @@ class _Builder:
             "max_body_bytes": ("max_body_bytes", _int(0)),
             "trusted_proxies": ("trusted_proxies", _str_list(_cidr)),
             "drain_seconds": ("drain_seconds", _seconds(allow_zero=True)),
+            "body_timeout_seconds": ("body_timeout_seconds", _seconds()),
             "tls": ("tls", self.section(self.server_tls, _join(path, "tls"))),
         })
         return ServerConfig(**kw)

@@ -12,8 +12,17 @@ The policy order is written once, in :meth:`ProxyRequest.admit`: request id →
 route → CORS preflight → auth → scopes → rate limit → body rules → forward.
 
 The response-started line: until the first byte of an answer goes to the
-client, a failure renders the JSON error of SPEC §4 and a retry may happen;
-after it, the failure is logged and the connection closed.
+client, a failure renders the JSON error of SPEC §4 and a retry may happen
+(an upstream's head is held until its first body byte, so an upstream that
+breaks off after its head is still a 502); after it, the failure is logged and
+the connection closed. However a request ends (answered, refused, cut off, the
+client gone) it is counted and logged exactly once (:meth:`ProxyRequest._log`).
+
+Hostile input: the framing and Host are checked on the headers
+(:mod:`gateway.framing`) before anything is admitted or sent upstream; a body
+silent for ``server.body_timeout_seconds`` is a 408. A client's fault (a
+refused or broken body, a stall, a client gone) aborts the upstream exchange
+as ``ResponseInterrupted(upstream_fault=False)``, which counts against no upstream.
 
 Request bodies: none, buffered (a declared length up to the upstream's
 ``replay_buffer_bytes``, or any ``validate_json`` body: replayable, so
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -32,10 +42,11 @@ from typing import Any
 from tornado import httputil
 from tornado.escape import json_decode
 from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
 from .context import RequestContext
 from .errors import (
-    BadRequest,
+    BadGateway,
     BodyTooLarge,
     GatewayError,
     HeadersTooLarge,
@@ -45,9 +56,11 @@ from .errors import (
     MissingToken,
     NoHealthyUpstream,
     RateLimited,
+    RequestTimeout,
     UriTooLong,
     render_error,
 )
+from .framing import CHUNKED, body_length, request_host
 from .headers import Fields, request_id_from, single_value, tornado_headers, traceparent_from
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .tables import PROXIED_METHODS
@@ -103,6 +116,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     _abort_upstream: Any = None
     _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
+    declared_length = 0  # the body's: 0 for none, CHUNKED (-1) when chunked; checked by gateway.framing
+    _unread_body = False  # a body follows the headers and is not wanted: answer with Connection: close
+    _body_timer: asyncio.TimerHandle | None = None  # watches the body's silence (server.body_timeout_seconds)
+    _body_seen = 0.0  # the loop time the body last sent something
+    _loop: asyncio.AbstractEventLoop
     _counted = False
     _active = False  # headers received: a delegate waiting on an idle keep-alive connection is not
 
@@ -125,10 +143,16 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.method = start_line.method
         self.uri = start_line.path
         self.path, _, self.query = start_line.path.partition("?")
-        self.host = headers.get("Host") or "127.0.0.1"
         self.headers = headers
         self.ctx.request_id = request_id_from(headers.get("X-Request-Id"))
         pin_nodelay(self.conn.stream)
+        try:
+            self.declared_length = body_length(start_line.version, headers)
+            self.host = request_host(start_line.version, headers) or "127.0.0.1"
+        except GatewayError as error:
+            self._refuse_unread(error)
+            return None
+        self._unread_body = self.declared_length != 0
         if self.path in _ENDPOINTS:
             self._endpoint(self.path)
             return None
@@ -142,13 +166,17 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return None  # answered already (refused): the rest of the body is read and dropped
         ctx = self.ctx
         ctx.bytes_in += len(chunk)
+        self._body_seen = self._loop.time()
         if ctx.bytes_in > self._body_limit:
             # Answered here, not raised: a raise from data_received would drop the connection unanswered.
             self._stop_forwarding()
             self.fail(BodyTooLarge(f"request body exceeds {self._body_limit} bytes"))
             return None
-        if self._body_stream is not None:
-            return self._body_stream.put(chunk)
+        stream = self._body_stream
+        if stream is not None:
+            if self._forwarding is None:
+                self._forwarding = asyncio.ensure_future(self.forward(stream))
+            return stream.put(chunk)
         if self._body_chunks is not None:
             self._body_chunks.append(chunk)
         return None
@@ -157,6 +185,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         """The whole request has been read: finish an answer made meanwhile, or relay the request
         (a streamed body is already on its way)."""
         self.read_done = True
+        self._stop_body_timer()
         if not self._active or self.client_gone:
             return
         if self.ended:
@@ -171,10 +200,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self._uncount()
         self._stop_forwarding()
         self.client_gone = True
-        # The access log and metrics still count it, as 499 (nginx's "client closed request")
-        # when no answer had started.
+        # The access log and metrics still count it: as 499 (nginx's "client closed request")
+        # when no answer had started, or as 400 when Tornado refused the body's framing.
         if not self.headers_written:
-            self.status = 499
+            self.status = 400 if self._body_refused() else 499
         self._log()
 
     # --- policy ---
@@ -231,35 +260,63 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
 
     def admit_body(self, plan: RoutePlan) -> None:
         """Choose how the body travels: none, buffered (replayable) or streamed."""
-        headers = self.headers
-        limit = self._body_limit = self.runtime.server.max_body_bytes
-        declared = headers.get("Content-Length")
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        if declared is not None:
-            try:
-                length = int(declared)
-            except ValueError:
-                raise BadRequest("Content-Length is not a number") from None
-            if length > limit:
-                raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
-        elif not chunked:
+        length = self.declared_length
+        if length == 0:
             return
-        else:
-            length = -1
+        limit = self._body_limit = self.runtime.server.max_body_bytes
+        if length > limit:
+            raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
         streamable = self.method in ("POST", "PUT", "PATCH") or length >= 0
+        self._watch_body()
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
             return
-        self._body_stream = BodyStream(length if length >= 0 else None)
-        self._forwarding = asyncio.ensure_future(self.forward(self._body_stream))
+        # The forward starts with the first body byte (data_received): a body whose framing is
+        # broken from its start never reaches the upstream.
+        self._body_stream = BodyStream(None if length == CHUNKED else length)
+
+    def _watch_body(self) -> None:
+        """Answer 408 when the body sends nothing for ``server.body_timeout_seconds``: a client that
+        dribbles or stalls must not hold an upstream connection (or buffer) for ever.
+
+        One timer per request, re-armed from the time of the last chunk rather than reset on each,
+        so a chunk costs a clock read. Time spent waiting for the upstream to take the body (a
+        streamed upload under backpressure) is the gateway's, not the client's, and does not count.
+        """
+        loop = self._loop = asyncio.get_running_loop()
+        self._body_seen = loop.time()
+        self._body_timer = loop.call_at(self._body_seen + self.runtime.server.body_timeout_seconds,
+                                        self._check_body)
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        if self.read_done or self.ended or self.client_gone:
+            return
+        timeout = self.runtime.server.body_timeout_seconds
+        now = self._loop.time()
+        if self._body_stream is not None and self._body_stream.waiting:
+            self._body_seen = now
+        elif now - self._body_seen >= timeout:
+            self._stop_forwarding()  # the client's fault: the upstream exchange, if begun, is aborted
+            self.fail(RequestTimeout(f"the request body sent nothing for {timeout:g}s"))
+            return
+        self._body_timer = self._loop.call_at(self._body_seen + timeout, self._check_body)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     # --- relaying ---
 
     async def _run(self) -> None:
         """Forward (or aggregate) and finish the answer; every failure ends as an answer or a close."""
         try:
-            if self._forwarding is not None:
-                self._body_stream.close()  # type: ignore[union-attr]
+            stream = self._body_stream
+            if stream is not None:
+                if self._forwarding is None:  # an empty chunked body
+                    self._forwarding = asyncio.ensure_future(self.forward(stream))
+                stream.close()
                 await self._forwarding
             elif self.plan is not None and self.plan.aggregate is not None:
                 await self.aggregate(self.plan)
@@ -273,13 +330,20 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return
         except ResponseInterrupted as exc:
             log.info("request_id=%s %s", self.ctx.request_id, exc)
-            if not self.ended:
-                self.conn.close()
+            if exc.upstream_fault and not self.headers_written:
+                # The upstream's head is held until its first body byte: the client has seen
+                # nothing yet, so it still gets SPEC §4's answer.
+                self.fail(BadGateway("the upstream broke off its answer"))
+            else:
+                self._cut_off()
             return
         except Exception:
             self._bug()
             return
-        self.end()
+        try:
+            self.end()
+        except Exception:  # Tornado refused to finish the answer (HTTPOutputError); it closed the connection
+            log.error("request_id=%s could not finish the answer", self.ctx.request_id, exc_info=True)
 
     async def forward(self, body: bytes | BodyStream | None) -> None:
         """Send the request to the route's upstream (tries and retries in upstream.forward) and relay the answer."""
@@ -340,6 +404,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.status = status
         self.reason = reason or httputil.responses.get(status, "Unknown")
         out = tornado_headers(self.plan.response_headers.apply(headers))  # type: ignore[union-attr]
+        if status == 204 and "Content-Length" in out:
+            del out["Content-Length"]  # RFC 9110 §8.6: never on a 204 (a 304 may keep it: the representation's)
         self.stamp(out)
         self.out = out
 
@@ -383,7 +449,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return
         if self.headers_written:
             log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.detail)
-            self.conn.close()
+            self._cut_off()
             return
         if error.log_message is not None:
             log.log(logging.WARNING if error.status >= 500 else logging.INFO, "request_id=%s %d %s: %s",
@@ -411,8 +477,20 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             self.out = out
             self._write_head(None)
         self.ended = True
+        self._uncount()
+        self._log()  # before finish(), which may raise: the request is logged however it ends
         if self.read_done or self._finish_early:
             self.conn.finish()
+
+    def _cut_off(self) -> None:
+        """End a request whose answer cannot be completed: close the connection (the client sees
+        the answer cut short, never completed as if whole), and count and log it once, with the
+        status it was given. Closing the connection ourselves clears Tornado's close callback,
+        so on_connection_close will not do this."""
+        if self.ended or self.client_gone:
+            return
+        self.ended = True
+        self.conn.close()
         self._uncount()
         self._log()
 
@@ -421,7 +499,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.reason = httputil.responses.get(status, "Unknown")
         if status not in _NO_BODY_STATUSES:
             out["Content-Length"] = str(len(body))
-        if not self.read_done and self._body_expected():
+        if not self.read_done and self._unread_body:
             # Refused before its body was read: the body is not wanted, and Tornado closes the
             # connection after an answer finished early. Say so.
             out["Connection"] = "close"
@@ -439,9 +517,34 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.headers_written = True
         return self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", self.status, self.reason), out, chunk)
 
-    def _body_expected(self) -> bool:
+    def _body_refused(self) -> bool:
+        """Whether Tornado gave up the request body because its framing broke (a bad chunk size,
+        say), rather than because the client went away. Asked only from on_connection_close.
+
+        Tornado answers a broken body with its own bare 400 and then tells the delegate the
+        connection closed (HTTP1Connection._read_message_inner): from its ``finally`` clause,
+        after the HTTPInputError was handled, so no exception is in flight. A client that went
+        away mid-body raises StreamClosedError through that same ``finally``; so does a chunk-size
+        line too long to read (IOStream closes the stream, with UnsatisfiableReadError as its
+        ``real_error``), which is a broken body. A request read whole (the client left while its
+        answer was awaited) is not refused. Pinned by tests/e2e/test_framing_wire.py (broken bodies
+        are logged as 400, a vanished client as 499).
+        """
+        if self.read_done:
+            return False
+        exc = sys.exc_info()[1]
+        return not isinstance(exc, StreamClosedError) or isinstance(exc.real_error, UnsatisfiableReadError)
+
+    def _refuse_unread(self, error: GatewayError) -> None:
+        """Refuse a request on its headers alone, its body (if any) unread: the answer says
+        Connection: close, and the framing fields are removed from the headers Tornado reads the
+        body by (after headers_received returns), so Tornado reads no body and adds no bare 400
+        of its own to a malformed one; it closes the connection after the answer instead."""
+        self._unread_body = True
+        self.fail(error)
         headers = self.headers
-        return headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
+        headers.pop("Content-Length", None)
+        headers.pop("Transfer-Encoding", None)
 
     def _bug(self) -> None:
         log.error("request_id=%s internal error", self.ctx.request_id, exc_info=True)
@@ -470,6 +573,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     # --- bookkeeping ---
 
     def _log(self) -> None:
+        """The request is over: its access-log line and metrics (called once per request)."""
+        self._stop_body_timer()
         ctx = self.ctx
         self.holder.log_request(ctx, self.method, self.path, self.status, time.perf_counter() - self.started,
                                 ctx.route_name or self.route_label)

@@ -74,9 +74,11 @@ class ResponseSink(Protocol):
 
 
 class ResponseInterrupted(Exception):
-    """The exchange broke off after the sink received the response headers: nothing can be retried.
+    """The exchange broke off after the sink received the response headers, or the client side
+    gave it up (went away, or its streamed body broke its framing or stalled): nothing can be retried.
 
-    ``upstream_fault`` is False when the client side went away (not the target's fault).
+    ``upstream_fault`` is False when the client side caused it: not the target's fault, so it
+    must not count against it (breaker, passive health, retries, error metrics).
     """
 
     def __init__(self, message: str, upstream_fault: bool = True) -> None:
@@ -127,6 +129,16 @@ class BodyStream:
         if not producer_waiting:
             self._queue.put_nowait(None)  # wakes get(), which then raises
         # else the drain released the producer, whose chunk wakes get() in turn
+
+    @property
+    def waiting(self) -> bool:
+        """A chunk waits for the consumer to take the one before: the upstream side is the slow one."""
+        return self._producer_waiting
+
+    @property
+    def aborted(self) -> bool:
+        """The client side gave the body up: it must not be sent on, nor finished as if complete."""
+        return self._aborted
 
     async def get(self) -> bytes | None:
         """The next chunk, or None at the end of the body. Raises StreamClosedError once aborted,
@@ -288,6 +300,9 @@ class UpstreamClient:
         released = False
         try:
             if isinstance(body, BodyStream):
+                if body.aborted:  # the client gave up while this connection was being found
+                    raise ResponseInterrupted("the client's request body broke off before it was sent",
+                                              upstream_fault=False)
                 conn.write(head)
                 await self._write_stream(conn, reader, body, origin)
             else:
@@ -336,7 +351,8 @@ class UpstreamClient:
                 except StreamClosedError:
                     reader.body_unsent = True
                     conn.close()  # the client went away mid-body: the upstream must not see it as complete
-                    return
+                    raise ResponseInterrupted("the client's request body broke off",
+                                              upstream_fault=False) from None
                 reader.waiting_on_client = False
                 if reader.done.done():
                     break

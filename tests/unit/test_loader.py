@@ -111,6 +111,12 @@ BAD_CONFIGS = [
      ["routes[0].auth: 'required' needs auth.jwt to be configured"]),
     ("bad CIDR", "server: {trusted_proxies: [10.0.0.0/8, not-a-net]}\n",
      ["server.trusted_proxies: item 1: 'not-a-net' is not an IP address or CIDR"]),
+    ("body timeout zero", "server: {body_timeout_seconds: 0}\n",
+     ["server.body_timeout_seconds: must be greater than 0"]),
+    ("body timeout negative", "server: {body_timeout_seconds: -1}\n",
+     ["server.body_timeout_seconds: must be greater than 0"]),
+    ("body timeout not a number", "server: {body_timeout_seconds: slow}\n",
+     ["server.body_timeout_seconds: expected a number of seconds, got a string"]),
     ("unset variable", "server:\n  port: ${GW_TEST_PORT}\n",
      ["server.port: environment variable GW_TEST_PORT is not set"]),
     ("unset variable inside a string", "server:\n  host: 'gw-${GW_TEST_HOST}.local'\n",
@@ -180,6 +186,7 @@ def test_every_problem_is_reported_at_once() -> None:
     ("host: ${HOST:-0.0.0.0}", {}, "host", "0.0.0.0"),
     ("host: 'gw-${N}.local'", {"N": "7"}, "host", "gw-7.local"),
     ("drain_seconds: ${D:-1.5}", {}, "drain_seconds", 1.5),
+    ("body_timeout_seconds: ${B:-0.3}", {}, "body_timeout_seconds", 0.3),
     ("max_body_bytes: ${M}", {"M": "1024"}, "max_body_bytes", 1024),
 ])
 def test_environment_references_are_typed_like_yaml(raw: str, environ: dict[str, str], attr: str,
@@ -266,3 +273,12 @@ def test_a_numeric_secret_from_the_environment_keeps_its_text() -> None:
     assert config.auth.jwt is not None
     assert config.auth.jwt.secret == "0123456789012345678901234567890123456789"
     assert config.server.port == 9000
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("server: {}\n", 60.0),
+    ("server: {body_timeout_seconds: 5}\n", 5.0),
+    ("server: {body_timeout_seconds: 0.25}\n", 0.25),
+])
+def test_body_timeout_default_and_value(text: str, expected: float) -> None:
+    assert parse_config(text).server.body_timeout_seconds == expected
