@@ -111,6 +111,12 @@ class CircuitBreaker:
         elif self._state == HALF_OPEN:
             self._open()
 
+    def record_no_verdict(self) -> None:
+        """A request through this target ended for a reason that is not the target's (the client's fault,
+        a cancellation): the count stays; a probe that ended so gives its slot back at once."""
+        if self._state == HALF_OPEN:
+            self._probe_since = self._clock() - self.config.open_seconds
+
     def _open(self) -> None:
         self._failures = 0
         self._open_until = self._clock() + self.config.open_seconds

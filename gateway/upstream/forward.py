@@ -125,11 +125,12 @@ async def forward(
             await asyncio.sleep(retry.backoff_seconds(attempt))
             continue
         except ResponseInterrupted as error:
-            pool.end(target, ok=not error.upstream_fault)  # a client hanging up is not the target's fault
+            # a client hanging up or breaking its body is not the target's fault: no verdict on it
+            pool.end(target, ok=False if error.upstream_fault else None)
             events.finished(pool, target, time.perf_counter() - started, not error.upstream_fault)
             raise
         except BaseException:
-            pool.end(target, ok=True)  # our own failure or a cancellation: release without blaming the target
+            pool.end(target, ok=None)  # our own failure or a cancellation: release without a verdict on the target
             raise
         ok = exchange.status < 500
         pool.end(target, ok=ok)

@@ -16,7 +16,7 @@ The proxy's way through it, per try::
     target = pool.pick(exclude=tried)     # NoHealthyUpstream (503) when none is available
     pool.begin(target)
     ...                                   # send, relay
-    pool.end(target, ok)                  # ok=False: connect error, reset, timeout or 5xx
+    pool.end(target, ok)                  # ok=False: connect error, reset, timeout or 5xx; None: no verdict
 
 Clock and random source are injected, so tests step time instead of sleeping.
 Everything here runs on one IOLoop and is not thread-safe.
@@ -124,15 +124,23 @@ class UpstreamPool:
         """A request to ``target`` starts."""
         target.in_flight += 1
 
-    def end(self, target: Target, ok: bool) -> None:
-        """A request to ``target`` ended; ``ok=False`` (connect error, reset, timeout, 5xx) feeds its breaker."""
+    def end(self, target: Target, ok: bool | None) -> None:
+        """A request to ``target`` ended; ``ok=False`` (connect error, reset, timeout, 5xx) feeds its breaker.
+
+        ``ok=None`` is no verdict: the exchange ended for a reason that says nothing about the target
+        (the client went away or sent a broken body, the gateway cancelled it), so the breaker's count
+        is left as it was and a half-open probe slot is handed back.
+        """
         target.in_flight = max(target.in_flight - 1, 0)
-        if target.breaker is None:
+        breaker = target.breaker
+        if breaker is None:
             return
-        if ok:
-            target.breaker.record_success()
+        if ok is None:
+            breaker.record_no_verdict()
+        elif ok:
+            breaker.record_success()
         else:
-            target.breaker.record_failure()
+            breaker.record_failure()
 
     def ready(self) -> bool:
         """At least one target is healthy and its circuit not open (for ``/-/ready``)."""

@@ -240,3 +240,25 @@ async def test_a_body_broken_midway_is_the_clients_fault(raw_upstream: Any, star
         *((f"mid-{n}", status) for n in range(4)), ("honest", 200)]
     target = gw.holder.runtime.pools["app"].targets[0]
     assert (target.circuit, target.breaker.consecutive_failures, target.in_flight) == ("closed", 0, 0)
+
+
+@pytest.mark.parametrize("ending", [b"zz\r\nhello\r\n0\r\n\r\n", None], ids=["bad-chunk-size", "client-leaves"])
+async def test_a_clients_fault_is_no_verdict_on_the_upstream(raw_upstream: Any, start_gateway: Any,
+                                                              ending: bytes | None) -> None:
+    """Between two real upstream failures, a client's broken or abandoned upload neither adds to the
+    breaker's count nor resets it (it used to count as a success, wiping the failures)."""
+    upstream = raw_upstream(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+    gw = await gateway_for(start_gateway, upstream)
+    target = gw.holder.runtime.pools["app"].targets[0]
+
+    async def honest(n: int) -> int:
+        return parse(await exchange(gw.port, request(
+            f"GET /x HTTP/1.1\nHost: other.example\nX-Request-Id: honest-{n}\nConnection: close\n")))[0]
+
+    assert [await honest(0), await honest(1)] == [502, 502]
+    assert target.breaker.consecutive_failures == 2
+    await streamed_then(gw.port, upstream, "client-fault", ending)
+    await wait_for(lambda: gw.holder.in_flight == 0 and target.in_flight == 0)
+    assert (target.circuit, target.breaker.consecutive_failures) == ("closed", 2)
+    assert await honest(2) == 502  # the third real failure in a row opens the circuit
+    assert target.circuit == "open"

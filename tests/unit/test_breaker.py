@@ -46,13 +46,30 @@ def test_opens_after_exactly_threshold_consecutive_failures(threshold: int) -> N
         ("ffsfff", OPEN),
         ("sfsfsfsf", CLOSED),
         ("fffs", OPEN),  # a late success while open is ignored
+        ("ffnf", OPEN),  # no verdict (the client's fault) does not reset the count
+        ("ffnnn", CLOSED),  # ... nor add to it
     ],
 )
 def test_only_consecutive_failures_count(events: str, state: str) -> None:
     cb, _, _ = breaker(threshold=3)
+    record = {"s": cb.record_success, "f": cb.record_failure, "n": cb.record_no_verdict}
     for event in events:
-        cb.record_success() if event == "s" else cb.record_failure()
+        record[event]()
     assert cb.state == state
+
+
+def test_a_probe_without_a_verdict_gives_its_slot_back_and_stays_half_open() -> None:
+    cb, clock, changes = breaker(threshold=1, open_seconds=10)
+    cb.record_failure()
+    clock.advance(10)
+    assert cb.allow() is True
+    assert cb.allow() is False  # the one probe slot is taken
+    cb.record_no_verdict()  # the probe's client went away: nothing learnt about the target
+    assert (cb.state, cb.would_allow()) == (HALF_OPEN, True)
+    assert [cb.allow() for _ in range(3)] == [True, False, False]  # a new probe at once, still only one
+    cb.record_success()
+    assert cb.state == CLOSED
+    assert changes == [OPEN, HALF_OPEN, CLOSED]
 
 
 @pytest.mark.parametrize(("open_seconds", "early"), [(30.0, 29.999), (5.0, 4.5), (0.5, 0.499)])
