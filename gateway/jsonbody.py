@@ -1,0 +1,165 @@
+"""The ``validate_json`` body rule: a streaming syntax check fed chunk by chunk as the body arrives.
+
+Why streaming: decoding the whole buffered body into Python objects cost 27× the
+body in memory (a 10 MiB ``[{},{},...]`` grew the process by 270 MiB), held the
+event loop for the whole decode (738 ms), and a body nested 1000 deep raised
+RecursionError, answered as a 500. :class:`JsonBodyCheck` instead runs yajl (through
+ijson's C backend) over each chunk as ``data_received`` gets it: no object tree is
+built, the CPU is spread over the upload, and a malformed prefix is refused before
+the rest of the body is read. Memory is the parser's own (a stack of one byte per
+level, the token being lexed) plus one chunk's events, dropped after each chunk.
+
+What is accepted: exactly one JSON value (RFC 8259), UTF-8, surrounded by optional
+whitespace, nested at most :data:`MAX_DEPTH` deep. Deliberate differences from the
+``json.loads`` that ran before (each in ``tests/unit/test_jsonbody.py``):
+
+- ``NaN``, ``Infinity`` and ``-Infinity`` are refused: they are not JSON, and most
+  upstream parsers (JSON.parse, Go, Jackson's default) refuse them;
+- only UTF-8 (RFC 8259 §8.1): a UTF-16/32 body, a byte-order mark, or an encoded
+  lone surrogate (``ED A0 80``, which ``json.loads`` let through) is refused;
+- nesting deeper than :data:`MAX_DEPTH` is refused (``json.loads`` failed with
+  RecursionError, a 500, from about 1000 levels).
+
+Kept as before: duplicate object keys pass (the check is syntax only; which value
+wins is the upstream's business), an escaped lone surrogate (``"\\ud800"``) passes,
+trailing data after the value is refused, and an empty body (no bytes at all)
+passes: it carries no JSON to be malformed, and clients send
+``Content-Type: application/json`` on bodiless requests. A body of only whitespace
+is refused, as before.
+
+Only JSON media types are checked (:func:`is_json_media_type`); any other
+``Content-Type`` passes untouched.
+
+The C backend is required, not preferred: ijson's pure-Python backends are tens of
+times slower and would stall the loop on every JSON upload, so importing this module
+fails loudly (at gateway start) when the C backend is missing, rather than falling back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import accumulate
+from operator import itemgetter
+
+from .errors import InvalidJson
+
+try:
+    from ijson import JSONError, sendable_list
+    from ijson.backends import yajl2_c
+except ImportError as exc:  # pragma: no cover - the packaging guarantees it
+    raise ImportError(
+        "the gateway needs ijson with its C backend (yajl2_c) for validate_json; "
+        "install a binary wheel of ijson or build it with a C compiler") from exc
+
+__all__ = ["MAX_DEPTH", "JsonBodyCheck", "is_json_media_type"]
+
+MAX_DEPTH = 512
+"""The deepest nesting of arrays and objects a checked body may have.
+
+Real API payloads rarely pass a few dozen levels, so 512 refuses nothing real. It is
+also kept under what recursive decoders behind the gateway survive: CPython's ``json``
+(the old check) raised RecursionError near 1000 levels, Ruby's JSON refuses past 100
+by default, Go's encoding/json past 10000. Not a config key: nobody has needed another value."""
+
+# The change of nesting depth each basic_parse event makes.
+_DEPTH_STEP = {
+    "start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1,
+    "map_key": 0, "string": 0, "number": 0, "boolean": 0, "null": 0,
+}
+_event_name = itemgetter(0)
+_SLICE = 64 * 1024  # fed to the parser at most this much at a time: one slice's events (at most one per byte) are held
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Whether a body of this ``Content-Type`` is checked: ``application/json``, any ``*/*+json``,
+    or no Content-Type at all (parameters such as ``charset`` are ignored)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return not media or media == "application/json" or media.endswith("+json")
+
+
+class JsonBodyCheck:
+    """One request body's syntax check: :meth:`feed` each chunk in order, then :meth:`close`.
+
+    Both raise :class:`~gateway.errors.InvalidJson` (400 ``invalid_json``) as soon as the
+    body cannot be valid JSON; after a failure the check stays failed. Nothing of the
+    body is kept: the caller buffers it for the upstream.
+    """
+
+    __slots__ = ("max_depth", "_events", "_parser", "_depth", "_fed", "_failed")
+
+    def __init__(self, max_depth: int = MAX_DEPTH) -> None:
+        self.max_depth = max_depth
+        self._events = sendable_list()
+        # Not use_float: with it yajl converts numbers itself and refuses what overflows a double or
+        # an int64 (1e400, 2**64), which are JSON all the same.
+        self._parser = yajl2_c.basic_parse_coro(self._events)
+        self._depth = 0
+        self._fed = False
+        self._failed: InvalidJson | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Check the next piece of the body. Raises InvalidJson if the body is already not JSON."""
+        if self._failed is not None:
+            raise self._failed
+        if not chunk:
+            return
+        self._fed = True
+        for start in range(0, len(chunk), _SLICE):
+            piece = chunk[start:start + _SLICE] if len(chunk) > _SLICE else chunk
+            self._run(self._parser.send, piece)
+
+    def close(self) -> None:
+        """The body is complete. Raises InvalidJson unless it was exactly one JSON value (or empty)."""
+        if self._failed is not None:
+            raise self._failed
+        if not self._fed:
+            return  # no body: nothing to be malformed
+        self._run(self._parser.close)
+
+    def _run(self, step: Callable[..., object], *args: bytes) -> None:
+        """One step of the parser, its failure translated, then its events counted."""
+        try:
+            step(*args)
+        except (JSONError, ValueError) as exc:
+            self._fail(exc)
+        except SystemError as exc:
+            # ijson 3.6's C backend reports an integer past Python's int digit limit (4300 digits,
+            # CVE-2020-10735) as a SystemError caused by int()'s ValueError; json.loads refused
+            # those too. Any other SystemError is a real one.
+            if not isinstance(exc.__cause__, ValueError):
+                raise
+            self._fail(exc.__cause__)
+        self._count_depth()
+
+    def _count_depth(self) -> None:
+        """Follow the nesting through this chunk's events (in C: no Python code runs per event), then
+        drop them: at most one chunk's events are ever held."""
+        events = self._events
+        if not events:
+            return
+        levels = list(accumulate(map(_DEPTH_STEP.__getitem__, map(_event_name, events)), initial=self._depth))
+        del events[:]
+        self._depth = levels[-1]
+        if max(levels) > self.max_depth:
+            self._fail(None)
+
+    def _fail(self, exc: Exception | None) -> None:
+        self._events.clear()
+        error = self._failed = InvalidJson("request body is not valid JSON: " + _reason(exc, self.max_depth))
+        raise error from None
+
+
+def _reason(exc: Exception | None, max_depth: int) -> str:
+    """Our own words for why (SPEC §4: error bodies carry no library message)."""
+    if exc is None:
+        return f"nested deeper than {max_depth} levels"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    text = str(exc)
+    if "premature EOF" in text:
+        return "it ends before the value is complete"
+    if "trailing garbage" in text:
+        return "data follows the value"
+    if "UTF8" in text:
+        return "not UTF-8"
+    return "malformed"
