@@ -134,6 +134,10 @@ SPLIT = [
     b'["\xe2\x82"]',  # a character cut short
     b"[1] [2]",
     nested(MAX_DEPTH + 1),
+    b'["a\\\\", "b\\\\\\"c", "\\\\\\\\\\"", 12.5e-3, "x\\u0041", -7]',  # runs of escaped backslashes
+    b'{"k\\"ey": "v\\\\"}',
+    b'["ok", "a\x01b"]',  # a control character inside a string
+    b'[1.5e+3, 2 3]',
 ]
 
 
@@ -143,6 +147,34 @@ def test_the_verdict_does_not_depend_on_where_the_body_is_split(body: bytes) -> 
     for at in range(len(body) + 1):
         assert verdict(body[:at], body[at:]) == whole, at
     assert verdict(*(body[i:i + 1] for i in range(len(body)))) == whole
+
+
+class Sends:
+    """Stands in for the check's parser and records what it is given."""
+
+    def __init__(self, parser: object) -> None:
+        self.parser, self.sent = parser, []  # type: ignore[var-annotated]
+
+    def send(self, piece: bytes) -> None:
+        self.sent.append(piece)
+        self.parser.send(piece)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.parser.close()  # type: ignore[attr-defined]
+
+
+def test_long_strings_and_numbers_reach_the_parser_whole() -> None:
+    # yajl re-reads an unfinished token on every call: fed as it arrives, a long token costs quadratic time.
+    body = b'{"file": "' + b"QUJD" * 65536 + b'", "n": 0.' + b"1" * 100_000 + b', "k": "\\\\\\"x"}'
+    check = JsonBodyCheck()
+    spy = check._parser = Sends(check._parser)  # type: ignore[assignment]
+    for start in range(0, len(body), 1000):
+        check.feed(body[start:start + 1000])
+    check.close()
+    assert b"".join(spy.sent) == body
+    assert len(spy.sent) < 10  # not one per chunk: 363
+    assert any(b"QUJD" * 65536 in piece for piece in spy.sent)
+    assert any(b"1" * 100_000 in piece for piece in spy.sent)
 
 
 def test_a_malformed_prefix_is_refused_when_fed_not_at_close() -> None:
