@@ -30,7 +30,6 @@ from collections.abc import Awaitable
 from typing import Any
 
 from tornado import httputil
-from tornado.escape import json_decode
 from tornado.http1connection import HTTP1Connection
 
 from .context import RequestContext
@@ -40,7 +39,6 @@ from .errors import (
     GatewayError,
     HeadersTooLarge,
     InternalError,
-    InvalidJson,
     MethodNotAllowed,
     MissingToken,
     NoHealthyUpstream,
@@ -49,6 +47,7 @@ from .errors import (
     render_error,
 )
 from .headers import Fields, request_id_from, tornado_headers, traceparent_from
+from .jsonbody import JsonBodyCheck, is_json_media_type
 from .ratelimit import limit_key
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .upstream.client import BodyStream, ResponseInterrupted
@@ -98,6 +97,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     # the body and the forward
     _body_chunks: list[bytes] | None = None
     _body_stream: BodyStream | None = None
+    _json_check: JsonBodyCheck | None = None  # a validate_json route's check, fed as the body arrives
     _forwarding: asyncio.Future[None] | None = None
     _relaying: asyncio.Future[None] | None = None
     _abort_upstream: Any = None
@@ -151,6 +151,13 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return self._body_stream.put(chunk)
         if self._body_chunks is not None:
             self._body_chunks.append(chunk)
+            if self._json_check is not None:
+                try:
+                    if self._json_check.feed(chunk):
+                        return asyncio.sleep(0)  # a turn of the loop between two checked chunks
+                except GatewayError as error:  # refused now, not after the rest of the body
+                    self._body_chunks = None
+                    self.fail(error)
         return None
 
     def finish(self) -> None:
@@ -249,6 +256,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         streamable = self.method in ("POST", "PUT", "PATCH") or length >= 0
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
+            if plan.route.validate_json and is_json_media_type(headers.get("Content-Type", "")):
+                self._json_check = JsonBodyCheck()
             return
         self._body_stream = BodyStream(length if length >= 0 else None)
         self._forwarding = asyncio.ensure_future(self.forward(self._body_stream))
@@ -264,9 +273,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             elif self.plan is not None and self.plan.aggregate is not None:
                 await self.aggregate(self.plan)
             else:
+                if self._json_check is not None:
+                    self._json_check.close()
                 body = b"".join(self._body_chunks) if self._body_chunks else None
-                if body and self.plan is not None and self.plan.route.validate_json:
-                    _check_json(body, self.headers.get("Content-Type", ""))
+                self._body_chunks = None  # the joined copy is the replay buffer: one copy of the body, not two
                 await self.forward(body)
         except GatewayError as error:
             self.fail(error)
@@ -508,14 +518,3 @@ def _merge_vary(existing: list[str], added: str) -> str:
         seen = {f.lower() for f in fields}
         fields += [f.strip() for f in added.split(",") if f.strip() and f.strip().lower() not in seen]
     return ", ".join(fields)
-
-
-def _check_json(body: bytes, content_type: str) -> None:
-    """A JSON body on a validate_json route must decode; other media types pass untouched."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media and not (media == "application/json" or media.endswith("+json")):
-        return
-    try:
-        json_decode(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
