@@ -21,11 +21,16 @@ whitespace, nested at most :data:`MAX_DEPTH` deep. Deliberate differences from t
 - only UTF-8 (RFC 8259 §8.1): a UTF-16/32 body, a byte-order mark, or an encoded
   lone surrogate (``ED A0 80``, which ``json.loads`` let through) is refused;
 - nesting deeper than :data:`MAX_DEPTH` is refused (``json.loads`` failed with
-  RecursionError, a 500, from about 1000 levels).
+  RecursionError, a 500, from about 1000 levels);
+- a number whose exponent is beyond ±999999999999999999 (``1e2345678901234567890``) is
+  refused: ijson makes numbers Decimals, which cannot hold it (``json.loads`` made it
+  ``inf`` or ``0.0``);
+- an escaped lone low surrogate (``"\\udc00"`` to ``"\\udfff"``) is refused as not UTF-8:
+  yajl turns it into an encoded surrogate. RFC 8259 §8.2 leaves what such a string means
+  unpredictable; a lone high one (``"\\ud800"``) still passes, as yajl makes it ``?``.
 
 Kept as before: duplicate object keys pass (the check is syntax only; which value
-wins is the upstream's business), an escaped lone surrogate (``"\\ud800"``) passes,
-trailing data after the value is refused, and an empty body (no bytes at all)
+wins is the upstream's business), trailing data after the value is refused, and an empty body (no bytes at all)
 passes: it carries no JSON to be malformed, and clients send
 ``Content-Type: application/json`` on bodiless requests. A body of only whitespace
 is refused, as before.
@@ -62,7 +67,8 @@ MAX_DEPTH = 512
 Real API payloads rarely pass a few dozen levels, so 512 refuses nothing real. It is
 also kept under what recursive decoders behind the gateway survive: CPython's ``json``
 (the old check) raised RecursionError near 1000 levels, Ruby's JSON refuses past 100
-by default, Go's encoding/json past 10000. Not a config key: nobody has needed another value."""
+by default, Go's encoding/json past 10000. Not a config key: a route that carries deeper JSON
+can leave validate_json off."""
 
 YIELD_BYTES = 64 * 1024
 """How much body :meth:`JsonBodyCheck.feed` checks between two turns of the event loop: a few
@@ -77,6 +83,7 @@ _event_name = itemgetter(0)
 _NUMBER_BYTES = b"0123456789+-.eE"
 _NUMBER_SET = frozenset(_NUMBER_BYTES)
 _NOTHING, _STRING, _NUMBER = object(), object(), object()
+_UNTERMINATED = ValueError("premature EOF")  # yajl's words for a body that ends too early
 _SLICE = 16 * 1024  # fed to the parser at most this much at a time: one slice's events (up to one a byte, ~70 bytes each) are held
 
 
@@ -91,8 +98,9 @@ class JsonBodyCheck:
     """One request body's syntax check: :meth:`feed` each chunk in order, then :meth:`close`.
 
     Both raise :class:`~gateway.errors.InvalidJson` (400 ``invalid_json``) as soon as the
-    body cannot be valid JSON; after a failure the check stays failed. Nothing of the
-    body is kept: the caller buffers it for the upstream.
+    body cannot be valid JSON; after a failure the check stays failed. The body is the
+    caller's to buffer; the check keeps only references to the chunks of a string or
+    number not yet complete.
     """
 
     __slots__ = ("max_depth", "_events", "_parser", "_depth", "_fed", "_failed", "_unyielded",
@@ -142,6 +150,10 @@ class JsonBodyCheck:
             raise self._failed
         if not self._fed:
             return  # no body: nothing to be malformed
+        if self._open is _STRING:
+            # Ends inside a string. Said here, not left to yajl: after a complete value it takes an
+            # unterminated string ('{}"') for finished.
+            self._fail(_UNTERMINATED)
         if self._held:
             self._send(b"")
         self._run(self._parser.close)
@@ -216,7 +228,7 @@ class JsonBodyCheck:
         """One step of the parser, its failure translated, then its events counted."""
         try:
             step(*args)
-        except (JSONError, ValueError) as exc:
+        except (JSONError, ValueError, ArithmeticError) as exc:  # ArithmeticError: decimal's, below
             self._fail(exc)
         except SystemError as exc:
             # ijson 3.6's C backend reports an integer past Python's int digit limit (4300 digits,
@@ -228,8 +240,8 @@ class JsonBodyCheck:
         self._count_depth()
 
     def _count_depth(self) -> None:
-        """Follow the nesting through this chunk's events (in C: no Python code runs per event), then
-        drop them: at most one chunk's events are ever held."""
+        """Follow the nesting through the last send's events (in C: no Python code runs per event),
+        then drop them: at most one send's events are ever held."""
         events = self._events
         if not events:
             return
@@ -241,6 +253,7 @@ class JsonBodyCheck:
 
     def _fail(self, exc: Exception | None) -> None:
         self._events.clear()
+        self._held = []
         error = self._failed = InvalidJson("request body is not valid JSON: " + _reason(exc, self.max_depth))
         raise error from None
 

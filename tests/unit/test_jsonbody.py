@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from typing import Any
 
 import pytest
 
@@ -42,9 +44,11 @@ VALID = [
     b"{}", b"[]", b"0", b"-0.5e+3", b'"x"', b"true", b"false", b"null",
     b' \n\t{"a": [1, {"b": null}], "c": "d"}\r\n',
     b'{"a": 1, "a": 2}',  # duplicate keys: syntax only
-    b'"\\ud800"',  # an escaped lone surrogate
+    b'"\\ud800"', b'"\\ud83dx"', b'"\\ud800\\ud800"',  # escaped lone high surrogates
+    b'"\\ud83d\\ude00"',  # a surrogate pair
     '{"name": "Zoë", "emoji": "😀"}'.encode(),
     b"123456789012345678901234567890", b"-18446744073709551617", b"1e400", b"-1e-400", b"[1.5, -2, 3E-2]",
+    b"1e999999999999999999", b"-1E-999999999999999999",
     b"0." + b"1" * 5000,
     b'"\\u0000 \\n \\" \\\\ \\/"',
     nested(MAX_DEPTH),
@@ -70,6 +74,10 @@ INVALID = [
     (b'"\xff"', "not UTF-8"),
     (b'"\xc0\x80"', "not UTF-8"),  # overlong encoding
     (b"1" * 5000, "malformed"),  # past Python's int digit limit, as json.loads
+    (b'{}"', "it ends before the value is complete"),  # yajl alone would take these three
+    (b'1"', "it ends before the value is complete"),
+    (b'{} "abc', "it ends before the value is complete"),
+    (b'"abc', "it ends before the value is complete"),
     (b'[1, -' + b"1" * 4301 + b"]", "malformed"),
 ]
 
@@ -82,6 +90,10 @@ REFUSED_NOW = [
     ('{"a": 1}'.encode("utf-32"), "malformed"),
     (b"\xef\xbb\xbf{}", "malformed"),  # a UTF-8 byte-order mark
     (b'"\xed\xa0\x80"', "not UTF-8"),  # an encoded lone surrogate
+    (b"1e2345678901234567890", "malformed"),  # past what a Decimal holds
+    (b"[1e-2345678901234567890]", "malformed"),
+    (b'"\\udc00"', "not UTF-8"),  # escaped lone low surrogates
+    (b'["a\\udfffb"]', "not UTF-8"),
     (nested(MAX_DEPTH + 1), f"nested deeper than {MAX_DEPTH} levels"),
     (nested(900), f"nested deeper than {MAX_DEPTH} levels"),
 ]
@@ -237,3 +249,38 @@ def test_a_large_piece_is_parsed_in_slices() -> None:
 ])
 def test_only_json_media_types_are_checked(content_type: str, checked: bool) -> None:
     assert is_json_media_type(content_type) is checked
+
+
+def random_document(rnd: random.Random, depth: int = 0) -> Any:
+    """Values whose strings are full of what the chunk cutter must get right: quotes, backslashes,
+    brackets, digits, multi-byte characters."""
+    alphabet = ["a", "\\", '"', "\\\\", '\\"', ",", "]", "}", "1", "é", "😀", " ", "\n", "\x01", "e", "-"]
+    kind = rnd.random()
+    if depth > 4 or kind < 0.3:
+        if kind < 0.12:
+            return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12)))
+        return rnd.choice([0, -1.5e-3, 12345678901234567890, 3.25, True, False, None, rnd.random() * 1e20])
+    if kind < 0.65:
+        return [random_document(rnd, depth + 1) for _ in range(rnd.randint(0, 4))]
+    return {"".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 5))): random_document(rnd, depth + 1)
+            for _ in range(rnd.randint(0, 4))}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_documents_and_their_mutations_get_the_old_verdict_in_any_pieces(seed: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(300):
+        body = json.dumps(random_document(rnd), ensure_ascii=rnd.random() < 0.3).encode()
+        if rnd.random() < 0.6:  # break it, most of the time
+            at, mutation = rnd.randrange(len(body) + 1), rnd.random()
+            if mutation < 0.4:
+                body = body[:at] + body[at + 1:]
+            elif mutation < 0.8:
+                body = body[:at] + bytes([rnd.choice(b'"\\,[]{}:1e. x')]) + body[at:]
+            else:
+                body = body[:at]
+        if b"\\ud" in body.lower():
+            continue  # a cut surrogate pair: the lone low surrogate difference, tabled above
+        cuts = sorted(rnd.sample(range(len(body) + 1), min(len(body) + 1, rnd.randint(0, 6))))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        assert (verdict(*pieces) == "ok") is old_verdict(body), (body, pieces)
