@@ -40,7 +40,6 @@ from collections.abc import Awaitable
 from typing import Any
 
 from tornado import httputil
-from tornado.escape import json_decode
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 
@@ -51,7 +50,6 @@ from .errors import (
     GatewayError,
     HeadersTooLarge,
     InternalError,
-    InvalidJson,
     MethodNotAllowed,
     MissingToken,
     NoHealthyUpstream,
@@ -62,6 +60,7 @@ from .errors import (
 )
 from .framing import CHUNKED, body_length, request_host
 from .headers import Fields, request_id_from, single_value, tornado_headers, traceparent_from
+from .jsonbody import JsonBodyCheck, is_json_media_type
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .tables import PROXIED_METHODS
 from .upstream.client import BodyStream, ResponseInterrupted
@@ -111,6 +110,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     # the body and the forward
     _body_chunks: list[bytes] | None = None
     _body_stream: BodyStream | None = None
+    _json_check: JsonBodyCheck | None = None  # a validate_json route's check, fed as the body arrives
     _forwarding: asyncio.Future[None] | None = None
     _relaying: asyncio.Future[None] | None = None
     _abort_upstream: Any = None
@@ -179,6 +179,13 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return stream.put(chunk)
         if self._body_chunks is not None:
             self._body_chunks.append(chunk)
+            if self._json_check is not None:
+                try:
+                    if self._json_check.feed(chunk):
+                        return asyncio.sleep(0)  # a turn of the loop between two checked chunks
+                except GatewayError as error:  # refused now, not after the rest of the body
+                    self._body_chunks = None
+                    self.fail(error)
         return None
 
     def finish(self) -> None:
@@ -270,6 +277,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self._watch_body()
         if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
             self._body_chunks = []
+            if plan.route.validate_json and is_json_media_type(self.headers.get("Content-Type", "")):
+                self._json_check = JsonBodyCheck()
             return
         # The forward starts with the first body byte (data_received): a body whose framing is
         # broken from its start never reaches the upstream.
@@ -321,9 +330,10 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             elif self.plan is not None and self.plan.aggregate is not None:
                 await self.aggregate(self.plan)
             else:
+                if self._json_check is not None:
+                    self._json_check.close()
                 body = b"".join(self._body_chunks) if self._body_chunks else None
-                if body and self.plan is not None and self.plan.route.validate_json:
-                    _check_json(body, self.headers.get("Content-Type", ""))
+                self._body_chunks = None  # the joined copy is the replay buffer: one copy of the body, not two
                 await self.forward(body)
         except GatewayError as error:
             self.fail(error)
@@ -622,14 +632,3 @@ def _merge_vary(existing: list[str], added: str) -> str:
         seen = {f.lower() for f in fields}
         fields += [f.strip() for f in added.split(",") if f.strip() and f.strip().lower() not in seen]
     return ", ".join(fields)
-
-
-def _check_json(body: bytes, content_type: str) -> None:
-    """A JSON body on a validate_json route must decode; other media types pass untouched."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media and not (media == "application/json" or media.endswith("+json")):
-        return
-    try:
-        json_decode(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
