@@ -12,6 +12,7 @@ the upstream unauthenticated (Host tricks around a host-bound auth route).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -38,6 +39,18 @@ class Head:
         lines += [f"Host: {host}" for host in self.hosts]
         lines += [f"{name}: {value}" for name, value in (*self.headers, *self.framing)]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+
+    def __repr__(self) -> str:
+        """Long values cut short: a failing case is printed, and a 70 kB header would drown it."""
+        def short(value: object) -> str:
+            text = repr(value)
+            return text if len(text) <= 200 else f"{text[:120]}...<{len(text)} chars>"
+
+        fields = ("method", "target", "version", "hosts", "headers", "framing", "body", "refuse")
+        return "Head(" + ", ".join(f"{name}={short(getattr(self, name))}" for name in fields) + ")"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
 
     @property
     def path(self) -> str:
@@ -109,7 +122,10 @@ header_values = st.one_of(
                      "websocket", "100-continue", "gzip, br", "127.0.0.1, 10.0.0.1")),
     st.integers(8000, 70000).map(lambda n: "v" * n),
 )
-other_headers = st.lists(st.tuples(header_names, header_values), max_size=6)
+# Kept under Tornado's 256 KiB head limit (gateway.server.MAX_HEADER_BYTES_READ): beyond it the
+# connection is closed unanswered, a known gap (see the fuzz report), not what these cases probe.
+other_headers = st.lists(st.tuples(header_names, header_values), max_size=6).filter(
+    lambda headers: sum(len(n) + len(v) for n, v in headers) < 200_000)
 
 bodies = st.binary(max_size=300)
 

@@ -77,7 +77,8 @@ SPOOF_NAMES = ("X_User_Id", "X_User_Scopes", "X_Forwarded_For", "X_Forwarded_Hos
 @given(heads(method=st.sampled_from(("GET", "POST")),
              target=st.sampled_from(("/", "/limited", "/limited/x", "/secure", "/json")),
              hosts=st.sampled_from((["gw"], [SECURE_HOSTS[0]])),
-             headers=st.lists(st.tuples(st.sampled_from(SPOOF_NAMES), header_values), max_size=5)))
+             headers=st.lists(st.tuples(st.sampled_from(SPOOF_NAMES), header_values), max_size=5).filter(
+                 lambda headers: sum(len(v) for _, v in headers) < 200_000)))
 def test_header_spoofing(bench: Bench, head: Head) -> None:
     run_case(bench, head)
 
