@@ -9,12 +9,14 @@ serving. The bytes of Tornado's bare 400 inside a relayed body pass unchanged.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 
 import pytest
 import tornado
 from tornado.web import Application, RequestHandler
 
+from gateway.accesslog import AccessLog
 from gateway.malformed import TORNADO_BARE_400
 
 
@@ -119,3 +121,16 @@ def test_the_tornado_versions_this_was_verified_on() -> None:
     # gateway.malformed relies on HTTP1Connection writing TORNADO_BARE_400 when it refuses a message;
     # setup.cfg pins the range where that was checked (the tests above check it on the installed one).
     assert (6, 4) <= tornado.version_info[:2] < (6, 7)
+
+
+async def test_a_refused_head_is_counted_and_logged_as_400(gateway, http) -> None:
+    out = io.StringIO()
+    gateway.holder.access_log = AccessLog(out)
+    await exchange(gateway.port, b"GET / HTTP/9.9\r\nHost: gw\r\n\r\n")
+    metrics = (await http(f"http://127.0.0.1:{gateway.admin_port}/-/metrics")).body.decode()
+    assert 'gateway_requests_total{method="OTHER",route="",status="400"} 1.0' in metrics
+    gateway.holder.access_log.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["status"], line["method"], line["path"], line["client"]) for line in lines] == \
+        [(400, "", "", "127.0.0.1")]
+    assert len(lines[0]["request_id"]) == 32
