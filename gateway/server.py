@@ -37,6 +37,7 @@ from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
 from .loader import load_config
+from .malformed import GatewayHTTPServer
 from .metrics import Metrics
 from .proxy import MainListener
 from .runtime import Runtime, RuntimeHolder
@@ -142,8 +143,8 @@ class GatewayServer:
     async def start(self) -> None:
         """Serve on the bound sockets and start background work."""
         self.bind()
-        self.http_server = HTTPServer(
-            MainListener(self.holder),
+        self.http_server = GatewayHTTPServer(  # answers Tornado's own 400s as JSON
+            MainListener(self.holder), refusals=self.holder,
             ssl_options=_server_ssl(self.config),
             max_header_size=MAX_HEADER_BYTES_READ,
             max_body_size=1 << 62,  # ProxyRequest answers 413 itself, as JSON
