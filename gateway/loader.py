@@ -74,10 +74,19 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayC
 def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Validate YAML ``text``. Raises ConfigError with every problem, each with its location."""
     problems = _Problems()
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses characters YAML does not allow, such as \x1f
         node = loader.get_single_node()
         if node is not None:
+            try:
+                too_large = _expanded_size(node, {}) > MAX_EXPANDED_VALUES
+            except _RecursiveAlias as exc:
+                raise ConfigError([f"{source}:{exc.node.start_mark.line + 1}: an alias refers to the value "
+                                   "that holds it (a recursive structure)"]) from None
+            if too_large:
+                raise ConfigError([f"{source}: the document expands to more than {MAX_EXPANDED_VALUES} values "
+                                   "through its aliases"])
             _check_duplicate_keys(node, "", problems, set())
         raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
@@ -86,7 +95,8 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if raw is None:
         problems.add("", "the configuration is empty (only comments or nothing): there is nothing to serve")
     raw = _substitute(raw, "", os.environ if environ is None else environ, problems)
@@ -101,6 +111,34 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
 class _Problems(list):  # type: ignore[type-arg]
     def add(self, path: str, message: str) -> None:
         self.append(f"{path or '(top level)'}: {message}")
+
+
+# A config has hundreds of values; a "billion laughs" of nested aliases has billions once expanded,
+# and every later pass (substitution, building) would walk each of them.
+MAX_EXPANDED_VALUES = 100_000
+
+
+class _RecursiveAlias(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias in it is expanded (memoised per node,
+    so the count itself stays linear in the document)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:  # still being counted: the node holds an alias of itself
+            raise _RecursiveAlias(node)
+        return known
+    sizes[id(node)] = -1
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    sizes[id(node)] = size = min(size, MAX_EXPANDED_VALUES + 1)
+    return size
 
 
 def _check_duplicate_keys(node: yaml.Node, path: str, problems: _Problems, seen: set[int]) -> None:
@@ -142,7 +180,9 @@ class _Invalid(Exception):
 def _join(path: str, key: object) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+    if not isinstance(key, str) or not key.isprintable():
+        return f"{path}[{key!r}]"  # a key with a line break or control character must not break the report's line
+    return f"{path}.{key}" if path else key
 
 
 def _kind(value: object) -> str:

@@ -95,9 +95,10 @@ class GatewayHTTPServer(HTTPServer):
 class _StreamGuard:
     """One connection's ``write``, with Tornado's bare 400 swapped for the JSON one."""
 
-    __slots__ = ("_write", "_address", "_refusals", "delegate")
+    __slots__ = ("_stream", "_write", "_address", "_refusals", "delegate")
 
     def __init__(self, stream: IOStream, address: tuple[Any, ...], refusals: RefusalLog | None) -> None:
+        self._stream = stream
         self._write: Callable[..., Any] = stream.write
         self._address = address
         self._refusals = refusals
@@ -109,6 +110,10 @@ class _StreamGuard:
         return self._write(data)
 
     def _refusal(self, data: bytes) -> bytes:
+        if self._stream.closed():
+            # Closed after an answer that said Connection: close: Tornado went on to parse bytes still
+            # buffered (an unread body) as a next request. Nobody sent that request; nothing to log.
+            return data
         delegate: Answering | None = self.delegate
         if delegate is not None and getattr(delegate, "headers_written", False):
             return data  # an answer is under way: these bytes belong to it

@@ -159,6 +159,8 @@ class Exchange:
         self.status = status
 
 
+_JOIN_BODY_BYTES = 64 * 1024  # a buffered body up to this size goes out in the same write as the head
+
 PoolKey = tuple[Origin, "ssl.SSLContext | None"]  # the context is None for an http:// origin
 
 
@@ -305,8 +307,11 @@ class UpstreamClient:
                                               upstream_fault=False)
                 conn.write(head)
                 await self._write_stream(conn, reader, body, origin)
+            elif body and len(body) > _JOIN_BODY_BYTES:
+                conn.write(head)  # a large buffered body is not copied again just to join it to the head
+                conn.write(body)
             else:
-                conn.write(head + body if body else head)
+                conn.write(head + body if body else head)  # one write, one system call
             reader.touch()
             await reader.done
             if reader.sink_error is not None:

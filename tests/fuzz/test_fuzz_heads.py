@@ -110,4 +110,7 @@ def test_json_bodies(bench: Bench, body: bytes, content_type: str, framing: str,
                     body=chunked(body, 3))
     answer = run_case(bench, head)
     if len(body) > 65536:
-        assert answer.status == 413, answer.raw[:200]
+        # Over the route's body limit: 413, unless the JSON check refused a prefix first (a streamed
+        # check answers as soon as the bad bytes arrive, before the limit is reached).
+        refused_early = answer.status == 400 and json.loads(answer.body)["error"] == "invalid_json"
+        assert answer.status == 413 or refused_early, answer.raw[:200]

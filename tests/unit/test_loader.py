@@ -124,6 +124,14 @@ BAD_CONFIGS = [
     ("variable typed, then checked", "server:\n  port: ${GW_TEST_PORT}\n",
      ["server.port: expected an integer, got a string"]),
     ("invalid YAML", "server: {port: 1\n", ["<string>:2:1: invalid YAML: expected ',' or '}', but got '<stream end>'"]),
+    ("a character YAML refuses", "\x1f", ["<string>: invalid YAML: unacceptable character #x001f: special characters "
+                                           'are not allowed\n  in "<unicode string>", position 0']),
+    ("a key with a line break is shown quoted", 'server:\n  "\\r": null\n', ["server['\\r']: unknown key"]),
+    ("a recursive alias", "server: &s {tls: *s}\n",
+     ["<string>:1: an alias refers to the value that holds it (a recursive structure)"]),
+    ("an alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
+     ["<string>: the document expands to more than 100000 values through its aliases"]),
 ]
 ENVIRON = {"variable typed, then checked": {"GW_TEST_PORT": "eighty"}}
 
