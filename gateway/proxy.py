@@ -207,10 +207,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self._uncount()
         self._stop_forwarding()
         self.client_gone = True
-        # The access log and metrics still count it: as 499 (nginx's "client closed request")
-        # when no answer had started, or as 400 when Tornado refused the body's framing.
+        # The access log and metrics still count it, when no answer had started: as 400 when Tornado
+        # refused the body's framing, 503 when the gateway cut it at the end of its drain time, else
+        # 499 (nginx's "client closed request").
         if not self.headers_written:
-            self.status = 400 if self._body_refused() else 499
+            self.status = 400 if self._body_refused() else 503 if self.holder.cutting else 499
         self._log()
 
     # --- policy ---

@@ -168,6 +168,7 @@ class RuntimeHolder:
         self.metrics = metrics
         self.access_log = access_log
         self.draining = False
+        self.cutting = False  # drain_seconds ran out: the gateway itself closes the connections left
         self._in_flight = 0
         self._report_in_flight = metrics.set_in_flight
 

@@ -203,10 +203,11 @@ class GatewayServer:
         while self.holder.in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if self.holder.in_flight:
-            # The gateway cuts these, not their clients (their access-log lines still read 499).
+            # The gateway cuts these, not their clients: their access-log lines read 503.
             log.warning("drain time (server.drain_seconds: %gs) ran out with %d request(s) in flight: "
                         "the gateway is closing their connections, unanswered", self.config.server.drain_seconds,
                         self.holder.in_flight)
+        self.holder.cutting = True
         for server in (self.http_server, self.admin_server):
             if server is not None:
                 await server.close_all_connections()

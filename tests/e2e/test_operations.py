@@ -318,7 +318,7 @@ async def test_sigterm_gives_up_on_a_request_after_drain_seconds(
     started = asyncio.Event()
     upstream = start_upstream(answering("too late", delay=5.0, started=started))
     gateway = await gateway_process(config(upstream.url, drain=0.3))
-    slow = asyncio.ensure_future(http(gateway.url + "/api/slow"))
+    slow = asyncio.ensure_future(http(gateway.url + "/api/slow", headers={"X-Request-Id": "cut-1"}))
     await asyncio.wait_for(started.wait(), 5)
     gateway.signal(signal.SIGINT)
     assert await gateway.wait(5) == 0
@@ -326,6 +326,8 @@ async def test_sigterm_gives_up_on_a_request_after_drain_seconds(
         await slow
     await gateway.wait_for_log(r"drain time \(server.drain_seconds: 0.3s\) ran out with 1 request\(s\) in flight: "
                                "the gateway is closing their connections, unanswered")
+    entry = await gateway.access_line("cut-1")
+    assert (entry["status"], entry["route"]) == (503, "api")  # the gateway cut it, not the client (499)
 
 
 @pytest.mark.timeout(seconds=30)
