@@ -417,7 +417,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.holder.metrics.retry(pool.name)
         log.info("request_id=%s retrying after %s from %s", self.ctx.request_id, reason, target.url)
 
-    # --- ResponseSink: the upstream's answer, relayed ---
+    # --- the upstream's answer, relayed (the GatewayRequest's fields_callback and streaming_callback) ---
 
     def on_headers(self, status: int, reason: str, headers: Fields) -> None:
         self.status = status

@@ -77,76 +77,71 @@ async def forward(
     The request's callbacks and body are let go when it returns (:meth:`GatewayRequest.release`).
     """
     try:
-        return await _forward(pool, client, request, events)
+        retry = pool.retry
+        method, path = request.method, request.path
+        on_fields, on_body = request.fields_callback, request.streaming_callback
+        assert on_fields is not None and on_body is not None
+        replayable = request.body_stream is None
+        may_hold = replayable and retry.config.attempts > 1 and bool(retry.config.on_statuses)
+        retry.record_request()
+        tried: list[Target] = []
+        attempt = 0
+        last_error: GatewayError | None = None
+        held: tuple[_HoldingSink, GatewayResponse] | None = None  # the last answer kept back for a retry
+        while True:
+            try:
+                target = pool.pick(exclude=tried)
+            except GatewayError:
+                if held is not None and held[0].replay(on_fields, on_body):
+                    return held[1]  # no try can go out after all: the client gets the upstream's own answer
+                if last_error is not None:
+                    raise last_error from None  # the failure that led here says more than "no target left"
+                raise
+            attempt += 1
+            events.attempt(pool, target)
+            holding = _HoldingSink(on_fields, on_body, retry, method, attempt) if may_hold else None
+            if holding is not None:
+                request.fields_callback, request.streaming_callback = holding.on_headers, holding.on_body
+            request.origin = target.origin
+            request.target = target.config.base_path + path
+            pool.begin(target)
+            started = time.perf_counter()
+            try:
+                response: GatewayResponse = await client.fetch(request)  # type: ignore[assignment]
+            except (UpstreamConnectError, UpstreamTimeout, BadGateway) as error:
+                pool.end(target, ok=False)
+                events.finished(pool, target, time.perf_counter() - started, False)
+                failure, refused = failure_kind(error)
+                log.debug("upstream %s failed: %s", target.url, error.detail)  # the request's own line says the rest
+                if not retry.should_retry(method=method, attempt=attempt, refused=refused, failure=failure,
+                                          status=None, replayable=replayable):
+                    raise
+                last_error = error
+                held = None
+                tried.append(target)
+                events.retrying(pool, target, failure)
+                await asyncio.sleep(retry.backoff_seconds(attempt))
+                continue
+            except ResponseInterrupted as error:
+                # a client hanging up or breaking its body is not the target's fault: no verdict on it
+                pool.end(target, ok=False if error.upstream_fault else None)
+                events.finished(pool, target, time.perf_counter() - started, not error.upstream_fault)
+                raise
+            except BaseException:
+                pool.end(target, ok=None)  # our own failure or a cancellation: release without a verdict on the target
+                raise
+            ok = response.code < 500
+            pool.end(target, ok=ok)
+            events.finished(pool, target, time.perf_counter() - started, ok)
+            if holding is None or not holding.held:
+                return response
+            held = (holding, response)
+            last_error = None
+            tried.append(target)
+            events.retrying(pool, target, f"status {response.code}")
+            await asyncio.sleep(retry.backoff_seconds(attempt, holding.retry_after))
     finally:
         request.release()
-
-
-async def _forward(pool: UpstreamPool, client: AsyncHTTPClient, request: GatewayRequest,
-                   events: ForwardEvents) -> GatewayResponse:
-    retry = pool.retry
-    method, path = request.method, request.path
-    on_fields, on_body = request.fields_callback, request.streaming_callback
-    assert on_fields is not None and on_body is not None
-    replayable = request.body_stream is None
-    may_hold = replayable and retry.config.attempts > 1 and bool(retry.config.on_statuses)
-    retry.record_request()
-    tried: list[Target] = []
-    attempt = 0
-    last_error: GatewayError | None = None
-    held: tuple[_HoldingSink, GatewayResponse] | None = None  # the last answer kept back for a retry
-    while True:
-        try:
-            target = pool.pick(exclude=tried)
-        except GatewayError:
-            if held is not None and held[0].replay(on_fields, on_body):
-                return held[1]  # no try can go out after all: the client gets the upstream's own answer
-            if last_error is not None:
-                raise last_error from None  # the failure that led here says more than "no target left"
-            raise
-        attempt += 1
-        events.attempt(pool, target)
-        holding = _HoldingSink(on_fields, on_body, retry, method, attempt) if may_hold else None
-        if holding is not None:
-            request.fields_callback, request.streaming_callback = holding.on_headers, holding.on_body
-        request.origin = target.origin
-        request.target = target.config.base_path + path
-        pool.begin(target)
-        started = time.perf_counter()
-        try:
-            response: GatewayResponse = await client.fetch(request)  # type: ignore[assignment]
-        except (UpstreamConnectError, UpstreamTimeout, BadGateway) as error:
-            pool.end(target, ok=False)
-            events.finished(pool, target, time.perf_counter() - started, False)
-            failure, refused = failure_kind(error)
-            log.debug("upstream %s failed: %s", target.url, error.detail)  # the request's own line says the rest
-            if not retry.should_retry(method=method, attempt=attempt, refused=refused, failure=failure,
-                                      status=None, replayable=replayable):
-                raise
-            last_error = error
-            held = None
-            tried.append(target)
-            events.retrying(pool, target, failure)
-            await asyncio.sleep(retry.backoff_seconds(attempt))
-            continue
-        except ResponseInterrupted as error:
-            # a client hanging up or breaking its body is not the target's fault: no verdict on it
-            pool.end(target, ok=False if error.upstream_fault else None)
-            events.finished(pool, target, time.perf_counter() - started, not error.upstream_fault)
-            raise
-        except BaseException:
-            pool.end(target, ok=None)  # our own failure or a cancellation: release without a verdict on the target
-            raise
-        ok = response.code < 500
-        pool.end(target, ok=ok)
-        events.finished(pool, target, time.perf_counter() - started, ok)
-        if holding is None or not holding.held:
-            return response
-        held = (holding, response)
-        last_error = None
-        tried.append(target)
-        events.retrying(pool, target, f"status {response.code}")
-        await asyncio.sleep(retry.backoff_seconds(attempt, holding.retry_after))
 
 
 class _HoldingSink:
