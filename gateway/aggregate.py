@@ -1,7 +1,8 @@
 """Aggregate routes: one GET fanned out to several upstreams in parallel, JSON answers merged.
 
 Each part goes through its upstream's pool with the same balancing, timeouts,
-retries and breaker as a proxied request (:func:`gateway.upstream.forward.forward`).
+retries and breaker as a proxied request (:func:`gateway.upstream.forward.forward`:
+one ``AsyncHTTPClient().fetch`` per try, on the gateway's pooled client).
 The answer is ``{"<part name>": <decoded JSON>, ...}``. A part that failed,
 answered a non-2xx status, timed out, or was not JSON is ``null`` and the
 answer carries ``X-Gateway-Completed: false``; when every part failed the
@@ -24,13 +25,15 @@ from typing import Any
 from urllib.parse import quote
 
 from tornado.escape import json_decode, json_encode
+from tornado.httpclient import AsyncHTTPClient
 
 from .config import AggregatePart, RouteConfig, UpstreamConfig
 from .errors import BadGateway, GatewayError
 from .headers import Fields
-from .upstream.client import ResponseInterrupted, UpstreamClient
-from .upstream.forward import ForwardEvents, Timeouts, forward
+from .upstream.client import ResponseInterrupted
+from .upstream.forward import ForwardEvents, forward
 from .upstream.pool import UpstreamPool
+from .upstream.request import GatewayRequest, template
 
 __all__ = ["AggregatePlan", "AggregateResult", "MAX_PART_BYTES"]
 
@@ -51,8 +54,7 @@ class _Part:
     name: str
     template: str
     pool: UpstreamPool
-    timeouts: Timeouts
-    ssl_context: ssl.SSLContext | None
+    request: GatewayRequest  # the part's template: timeouts, TLS context, idle pool size
 
 
 class AggregatePlan:
@@ -72,7 +74,7 @@ class AggregatePlan:
 
     async def run(
         self,
-        client: UpstreamClient,
+        client: AsyncHTTPClient,
         params: Mapping[str, str],
         headers: Fields,
         events: ForwardEvents,
@@ -102,21 +104,21 @@ class AggregatePlan:
                   for part, value in zip(self.parts, results, strict=True)}
         return AggregateResult(json_encode(merged).encode(), completed=not failures)
 
-    async def _fetch(self, part: _Part, client: UpstreamClient, path: str, headers: Fields,
+    async def _fetch(self, part: _Part, client: AsyncHTTPClient, path: str, headers: Fields,
                      events: ForwardEvents) -> Any:
         """The part's decoded JSON, or a :class:`_Failed` saying why there is none."""
         sink = _Collector()
+        request = part.request.derive()
+        request.method, request.path, request.fields = "GET", path, headers
+        request.fields_callback, request.streaming_callback = sink.on_headers, sink.on_body
         try:
-            exchange = await forward(
-                part.pool, client, method="GET", path=path, headers=headers, body=None,
-                sink=sink, timeouts=part.timeouts, ssl_context=part.ssl_context, events=events,
-            )
+            response = await forward(part.pool, client, request, events)
         except GatewayError as exc:
             return _Failed(exc.detail)
         except ResponseInterrupted as exc:
             return _Failed(str(exc))
-        if not 200 <= exchange.status < 300:
-            return _Failed(f"answered {exchange.status}")
+        if not 200 <= response.code < 300:
+            return _Failed(f"answered {response.code}")
         if sink.overflow:
             return _Failed(f"answered more than {MAX_PART_BYTES} bytes")
         try:
@@ -148,7 +150,7 @@ def _request_id(headers: Fields) -> str:
 
 
 class _Collector:
-    """A ResponseSink that keeps the body, up to MAX_PART_BYTES."""
+    """A part's answer as it arrives (the request's callbacks): the body, up to MAX_PART_BYTES."""
 
     __slots__ = ("chunks", "size", "overflow")
 
@@ -176,6 +178,7 @@ def _part(part: AggregatePart, pools: Mapping[str, UpstreamPool], upstreams: Map
         name=part.name,
         template=part.path,
         pool=pools[part.upstream],
-        timeouts=Timeouts(upstream.connect_timeout_seconds, upstream.request_timeout_seconds),
-        ssl_context=ssl_contexts.get(part.upstream),
+        request=template(connect_timeout=upstream.connect_timeout_seconds,
+                         request_timeout=upstream.request_timeout_seconds,
+                         ssl_context=ssl_contexts.get(part.upstream), max_idle=upstream.max_idle_connections),
     )

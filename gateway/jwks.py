@@ -45,8 +45,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from gateway.config import ConfigError, JwtConfig
-from gateway.errors import InvalidToken, ServiceUnavailable
+from gateway.errors import GatewayError, InvalidToken, ServiceUnavailable
 from gateway.tables import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from gateway.upstream.http1 import ResponseInterrupted
 
 __all__ = [
     "UNKNOWN_KID_REFETCH_SECONDS",
@@ -158,7 +159,6 @@ class JwksKeySource(KeySource):
         unknown_kid_refetch_seconds: float = UNKNOWN_KID_REFETCH_SECONDS,
         unknown_kid_wait_seconds: float = UNKNOWN_KID_WAIT_SECONDS,
         fetch_timeout_seconds: float = FETCH_TIMEOUT_SECONDS,
-        http_client: AsyncHTTPClient | None = None,
     ) -> None:
         self.url = url
         self._algorithms = algorithms
@@ -169,7 +169,6 @@ class JwksKeySource(KeySource):
         self._refetch_seconds = unknown_kid_refetch_seconds
         self._wait_seconds = unknown_kid_wait_seconds
         self._timeout = fetch_timeout_seconds
-        self._http_client = http_client
         self._shown_url = _redact_url(url)
         self._keys: Mapping[str | None, VerificationKey] = {}
         self._documents: Mapping[str | None, Mapping[str, Any]] = {}
@@ -256,9 +255,8 @@ class JwksKeySource(KeySource):
                 log.exception("JWKS refresh from %s failed unexpectedly", self._shown_url)
 
     async def _fetch(self) -> bool:
-        client = self._http_client or AsyncHTTPClient()
-        try:
-            response = await client.fetch(
+        try:  # the gateway's pooled client (gateway.upstream.client): the provider's connection is kept alive
+            response = await AsyncHTTPClient().fetch(
                 self.url,
                 connect_timeout=self._timeout,
                 request_timeout=self._timeout,
@@ -266,7 +264,7 @@ class JwksKeySource(KeySource):
                 headers={"Accept": "application/json"},
             )
             keys, documents, skipped = _parse_jwks(response.body, self._algorithms)
-        except (HTTPClientError, OSError, ValueError, RecursionError) as exc:
+        except (HTTPClientError, GatewayError, ResponseInterrupted, OSError, ValueError, RecursionError) as exc:
             self._healthy = False
             log.warning("JWKS fetch from %s failed: %s", self._shown_url, _describe_failure(exc))
             self._report("failure")
@@ -415,6 +413,8 @@ def _jwk_to_key(entry: Mapping[str, Any], algorithms: tuple[str, ...]) -> Verifi
 def _describe_failure(exc: Exception) -> str:
     if isinstance(exc, HTTPClientError) and exc.response is not None:
         return f"HTTP {exc.code}"
+    if isinstance(exc, GatewayError):
+        return exc.detail
     if isinstance(exc, (UnicodeDecodeError, json.JSONDecodeError, RecursionError)):
         return "the answer is not JSON"
     return str(exc) or type(exc).__name__

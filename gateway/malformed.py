@@ -23,12 +23,12 @@ setup.cfg and covered by ``tests/e2e/test_malformed.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import weakref
 from typing import Any, Protocol
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 from .context import RequestContext
 from .errors import BadRequest, render_error
@@ -88,33 +88,40 @@ class GatewayHTTPServer(HTTPServer):
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
-        server_conn.stream.gateway_guard.delegate = delegate  # type: ignore[attr-defined]
+        server_conn.stream.gateway_guard.delegate = weakref.ref(delegate)  # type: ignore[attr-defined]
         return delegate
 
 
 class _StreamGuard:
-    """One connection's ``write``, with Tornado's bare 400 swapped for the JSON one."""
+    """One connection's ``write``, with Tornado's bare 400 swapped for the JSON one.
 
-    __slots__ = ("_stream", "_write", "_address", "_refusals", "delegate")
+    The stream holds the guard (its ``write``); the guard holds the stream and the request now being
+    read or answered only weakly, so a connection and its requests leave no reference cycle for the
+    cyclic collector.
+    """
+
+    __slots__ = ("_stream", "_address", "_refusals", "delegate")
 
     def __init__(self, stream: IOStream, address: tuple[Any, ...], refusals: RefusalLog | None) -> None:
-        self._stream = stream
-        self._write: Callable[..., Any] = stream.write
+        self._stream = weakref.ref(stream)
         self._address = address
         self._refusals = refusals
-        self.delegate: Any = None  # the request now being read or answered on this connection
+        self.delegate: weakref.ref[Any] | None = None  # the request now being read or answered
 
     def write(self, data: Any) -> Any:
+        stream = self._stream()
+        if stream is None:
+            raise StreamClosedError()
         if data == TORNADO_BARE_400:
-            return self._write(self._refusal(data))
-        return self._write(data)
+            data = self._refusal(stream, data)
+        return type(stream).write(stream, data)  # the class's own write: the instance's is this one
 
-    def _refusal(self, data: bytes) -> bytes:
-        if self._stream.closed():
+    def _refusal(self, stream: IOStream, data: bytes) -> bytes:
+        if stream.closed():
             # Closed after an answer that said Connection: close: Tornado went on to parse bytes still
             # buffered (an unread body) as a next request. Nobody sent that request; nothing to log.
             return data
-        delegate: Answering | None = self.delegate
+        delegate: Answering | None = self.delegate() if self.delegate is not None else None
         if delegate is not None and getattr(delegate, "headers_written", False):
             return data  # an answer is under way: these bytes belong to it
         ctx = getattr(delegate, "ctx", None)

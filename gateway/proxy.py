@@ -63,9 +63,11 @@ from .headers import Fields, request_id_from, single_value, tornado_headers, tra
 from .jsonbody import JsonBodyCheck, is_json_media_type
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .tables import PROXIED_METHODS
-from .upstream.client import BodyStream, ResponseInterrupted
+from .upstream.body import BodyStream
+from .upstream.client import ResponseInterrupted
 from .upstream.forward import ForwardEvents, forward
 from .upstream.pool import Target, UpstreamPool
+from .upstream.request import GatewayRequest
 
 __all__ = ["MainListener", "ProxyRequest", "MAX_REQUEST_LINE_BYTES", "MAX_HEADER_BYTES", "SUPPORTED_METHODS"]
 
@@ -113,7 +115,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     _json_check: JsonBodyCheck | None = None  # a validate_json route's check, fed as the body arrives
     _forwarding: asyncio.Future[None] | None = None
     _relaying: asyncio.Future[None] | None = None
-    _abort_upstream: Any = None
+    _request: GatewayRequest | None = None  # the upstream request while it is being forwarded
     _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
     declared_length = 0  # the body's: 0 for none, CHUNKED (-1) when chunked; checked by gateway.framing
@@ -357,26 +359,33 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             log.error("request_id=%s could not finish the answer", self.ctx.request_id, exc_info=True)
 
     async def forward(self, body: bytes | BodyStream | None) -> None:
-        """Send the request to the route's upstream (tries and retries in upstream.forward) and relay the answer."""
+        """Send the request to the route's upstream (tries and retries in upstream.forward, each one
+        ``AsyncHTTPClient.fetch``) and relay the answer (this object's on_headers/on_body)."""
         plan, ctx = self.plan, self.ctx
-        if plan is None or plan.pool is None or ctx.match is None:
+        if plan is None or plan.pool is None or plan.request is None or ctx.match is None:
             raise InternalError()
-        headers = self.upstream_headers(plan)
+        request = self._request = plan.request.derive()
+        request.method = self.method
         query = self.query
+        request.path = ctx.match.upstream_path + ("?" + query if query else "")
+        request.fields = self.upstream_headers(plan)
+        if isinstance(body, BodyStream):
+            request.body_stream = body
+        elif body is not None:
+            request.body = body
+        request.fields_callback, request.streaming_callback = self.on_headers, self.on_body
         ctx.upstream = plan.pool.name
-        await forward(
-            plan.pool, self.runtime.client, method=self.method,
-            path=ctx.match.upstream_path + ("?" + query if query else ""),
-            headers=headers, body=body, sink=self, timeouts=plan.timeouts, ssl_context=plan.ssl_context,
-            on_connection=self._bind_abort, events=self,
-        )
+        try:
+            await forward(plan.pool, self.holder.client, request, self)  # type: ignore[arg-type]
+        finally:
+            self._request = None  # forward() let go of our callbacks: no cycle through the request
 
     async def aggregate(self, plan: RoutePlan) -> None:
         """Fan out to the aggregate's parts and answer with their merged JSON."""
         ctx = self.ctx
         headers = self.upstream_headers(plan)
         result = await plan.aggregate.run(  # type: ignore[union-attr]
-            self.runtime.client, ctx.match.params if ctx.match else {}, headers, self)
+            self.holder.client, ctx.match.params if ctx.match else {}, headers, self)  # type: ignore[arg-type]
         out = httputil.HTTPHeaders()
         out["Content-Type"] = "application/json"
         out["X-Gateway-Completed"] = "true" if result.completed else "false"
@@ -409,7 +418,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         self.holder.metrics.retry(pool.name)
         log.info("request_id=%s retrying after %s from %s", self.ctx.request_id, reason, target.url)
 
-    # --- ResponseSink: the upstream's answer, relayed ---
+    # --- the upstream's answer, relayed (the GatewayRequest's fields_callback and streaming_callback) ---
 
     def on_headers(self, status: int, reason: str, headers: Fields) -> None:
         self.status = status
@@ -427,9 +436,6 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         if self.headers_written:
             return self.conn.write(chunk)
         return self._write_head(chunk)
-
-    def _bind_abort(self, abort: Any) -> None:
-        self._abort_upstream = abort
 
     # --- answering ---
 
@@ -586,6 +592,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     def _log(self) -> None:
         """The request is over: its access-log line and metrics (called once per request)."""
         self._stop_body_timer()
+        # The request is over: let go of the forward and the body, so that this object leaves no
+        # reference cycle behind (a finished task's exception holds frames that hold self).
+        forwarding, self._forwarding, self._body_stream = self._forwarding, None, None
+        if forwarding is not None and forwarding.done() and not forwarding.cancelled():
+            forwarding.exception()  # retrieved: nothing to log about it later
         ctx = self.ctx
         self.holder.log_request(ctx, self.method, self.path, self.status, time.perf_counter() - self.started,
                                 ctx.route_name or self.route_label)
@@ -597,8 +608,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
 
     def _stop_forwarding(self) -> None:
         """Abandon the upstream exchange: its failure is then expected, and not logged as unretrieved."""
-        if self._abort_upstream is not None:
-            self._abort_upstream()
+        if self._request is not None:
+            self._request.abort()
         if self._body_stream is not None:
             self._body_stream.abort()
         if self._forwarding is not None:

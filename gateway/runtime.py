@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tornado.httpclient import AsyncHTTPClient
+
 from .aggregate import AggregatePlan
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
@@ -22,9 +24,9 @@ from .cors import CorsPolicy
 from .headers import FORWARDING_HEADERS, STRIPPED_FROM_CLIENTS, HeaderPlan, TrustedProxies
 from .ratelimit import LimitKey, RateLimitStore, build_store
 from .routing import RouteTable
-from .upstream.client import UpstreamClient
 from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
+from .upstream.request import GatewayRequest, template
 from .upstream.tls import TlsContexts
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class RoutePlan:
     replay_buffer_bytes: int
     limit_key: LimitKey  # the route's rate_limit.key (an unused ip key when it has no rate limit)
     aggregate: AggregatePlan | None = None
+    request: GatewayRequest | None = None  # the template each forwarded request derives from (None: no upstream)
 
 
 class Runtime:
@@ -60,7 +63,6 @@ class Runtime:
         self,
         config: GatewayConfig,
         *,
-        client: UpstreamClient | None = None,
         previous: Runtime | None = None,
         on_target_change: Callable[[str, Target], None] | None = None,
         on_jwks_refresh: Callable[[str], None] | None = None,
@@ -69,7 +71,6 @@ class Runtime:
         self._on_rate_limit_degraded = on_rate_limit_degraded
         self.config = config
         self.server = config.server
-        self.client = client or UpstreamClient()
         self.routes = RouteTable(config.routes)
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
         self.authenticator = (Authenticator(config.auth.jwt, on_jwks_refresh=on_jwks_refresh)
@@ -106,6 +107,11 @@ class Runtime:
         for route in config.routes:
             target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
             limit_key = LimitKey(route.name, route.rate_limit.key if route.rate_limit else "ip")
+            timeouts = Timeouts(
+                connect_seconds=target_upstream.connect_timeout_seconds if target_upstream else 2.0,
+                request_seconds=route.timeout_seconds or (target_upstream.request_timeout_seconds if target_upstream else 30.0),
+            )
+            ssl_context = self._ssl.get(route.upstream) if route.upstream else None
             self.plans[route.name] = RoutePlan(
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
@@ -114,14 +120,14 @@ class Runtime:
                                            guarded=(limit_key.header,) if limit_key.header else ()),
                 response_headers=HeaderPlan(route.response_headers),
                 cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
-                timeouts=Timeouts(
-                    connect_seconds=target_upstream.connect_timeout_seconds if target_upstream else 2.0,
-                    request_seconds=route.timeout_seconds or (target_upstream.request_timeout_seconds if target_upstream else 30.0),
-                ),
-                ssl_context=self._ssl.get(route.upstream) if route.upstream else None,
+                timeouts=timeouts,
+                ssl_context=ssl_context,
                 replay_buffer_bytes=target_upstream.retry.replay_buffer_bytes if target_upstream else 0,
                 limit_key=limit_key,
                 aggregate=AggregatePlan(route, self.pools, config.upstreams, self._ssl) if route.aggregate else None,
+                request=template(connect_timeout=timeouts.connect_seconds, request_timeout=timeouts.request_seconds,
+                                 ssl_context=ssl_context, max_idle=target_upstream.max_idle_connections)
+                if target_upstream is not None else None,
             )
 
     async def start(self) -> None:
@@ -165,6 +171,7 @@ class RuntimeHolder:
 
             metrics = Metrics()
         self.runtime = runtime
+        self.client: AsyncHTTPClient | None = None  # every upstream call's client, set by the server at start
         self.metrics = metrics
         self.access_log = access_log
         self.draining = False

@@ -30,6 +30,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
@@ -41,7 +42,7 @@ from .malformed import GatewayHTTPServer
 from .metrics import Metrics
 from .proxy import MainListener
 from .runtime import Runtime, RuntimeHolder
-from .upstream.client import UpstreamClient
+from .upstream import client as upstream_client
 from .upstream.pool import Target
 
 __all__ = ["GatewayServer", "serve", "bind_listeners", "bind_listener"]
@@ -103,7 +104,7 @@ class GatewayServer:
     ) -> None:
         self.config = config
         self.config_path = config_path or config.source
-        self.client = UpstreamClient()
+        upstream_client.install()  # every AsyncHTTPClient() of this process is the pooled one
         self.metrics = Metrics()
         self.holder = RuntimeHolder(
             self._build(config), metrics=self.metrics,
@@ -143,6 +144,7 @@ class GatewayServer:
     async def start(self) -> None:
         """Serve on the bound sockets and start background work."""
         self.bind()
+        self.holder.client = AsyncHTTPClient()  # this loop's one client: the proxy's, aggregation's, JWKS', health's
         self.http_server = GatewayHTTPServer(  # answers Tornado's own 400s as JSON
             MainListener(self.holder), refusals=self.holder,
             ssl_options=_server_ssl(self.config),
@@ -212,7 +214,9 @@ class GatewayServer:
             if server is not None:
                 await server.close_all_connections()
         await self.holder.runtime.stop()
-        self.client.close()
+        if isinstance(self.holder.client, upstream_client.PooledHTTPClient):
+            # its idle upstream connections; the client itself is the loop's shared one, not ours to close
+            self.holder.client.close_idle()
         if self.holder.access_log is not None:
             self.holder.access_log.flush()
 
@@ -220,7 +224,7 @@ class GatewayServer:
 
     def _build(self, config: GatewayConfig, previous: Runtime | None = None) -> Runtime:
         try:
-            return Runtime(config, client=self.client, previous=previous,
+            return Runtime(config, previous=previous,
                            on_target_change=self._target_changed, on_jwks_refresh=self.metrics.jwks_refreshed,
                            on_rate_limit_degraded=self.metrics.rate_limit_degraded)
         except (OSError, ssl.SSLError, ValueError) as exc:  # unreadable key or certificate files

@@ -5,8 +5,13 @@ parked readers (:mod:`gateway.ioloop`), on a fresh asyncio loop per test, so eve
 test runs the servers on it. ``start_upstream(app)`` serves a Tornado Application on 127.0.0.1:<free port>;
 ``start_gateway(yaml)`` builds a :class:`~gateway.server.GatewayServer` from
 YAML (a ``server`` section on a free port is added when the YAML has none) and
-starts it on the test's IOLoop; ``http`` is a plain AsyncHTTPClient that never
-raises on 4xx/5xx. Everything is stopped at teardown.
+starts it on the test's IOLoop; ``http`` is a plain ``SimpleAsyncHTTPClient`` (not the
+gateway's, so a test's client never shares its code or connections) that never raises on
+4xx/5xx. Everything is stopped at teardown.
+
+The gateway's pooled client is what ``AsyncHTTPClient()`` builds in this process, for every
+test alike (:func:`gateway.upstream.client.install`, as a gateway's start does): which test
+starts the first gateway changes nothing for the others.
 """
 
 from __future__ import annotations
@@ -17,15 +22,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpclient import HTTPResponse
 from tornado.httpserver import HTTPServer
 from tornado.platform.asyncio import AsyncIOLoop
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.testing import bind_unused_port
 from tornado.web import Application
 
 from gateway.ioloop import ParkedReaders
 from gateway.loader import parse_config
 from gateway.server import GatewayServer
+from gateway.upstream import client as upstream_client
+
+upstream_client.install()
 
 DEFAULT_SERVER = "server: {host: 127.0.0.1, port: 0, drain_seconds: 0.5}\nadmin: {host: 127.0.0.1, port: 0}\n"
 
@@ -104,7 +113,7 @@ def start_gateway(io_loop: Any) -> Any:
 
 @pytest.fixture
 def http(io_loop: Any) -> Any:
-    client = AsyncHTTPClient(force_instance=True)
+    client = SimpleAsyncHTTPClient(force_instance=True)
 
     def fetch(url: str, **kwargs: Any) -> Awaitable[HTTPResponse]:
         kwargs.setdefault("raise_error", False)

@@ -11,16 +11,18 @@ unhealthy target healthy, ``unhealthy_threshold`` consecutive failures mark a
 healthy one unhealthy. Targets start healthy, so a new pool serves at once.
 
 The checker never blocks traffic: it only flips ``Target.healthy`` and calls
-``on_change(target)`` after each flip. It has its own Tornado
-``SimpleAsyncHTTPClient`` instance (``force_instance=True``, redirects not
-followed, bodies discarded as they arrive), so checks never queue behind proxied
-requests and the proxy's client settings never change them. ``https://`` targets
-are checked with the upstream's own TLS context (``ssl_context``, built once at
-load by :mod:`gateway.upstream.tls`: the trust store and client certificate the
-proxied requests use), not one Tornado would build again for every probe.
+``on_change(target)`` after each flip. A probe is an ``AsyncHTTPClient().fetch``
+on the gateway's pooled client (:mod:`gateway.upstream.client`: redirects not
+followed, bodies discarded as they arrive), so it reuses the target's kept-alive
+connections, and that client has no ``max_clients`` queue: checks never wait
+behind proxied requests. ``timeout_seconds`` bounds the connect and the wait for
+each part of the answer. ``https://`` targets are checked with the upstream's own TLS
+context (``ssl_context``, built once at load by :mod:`gateway.upstream.tls`: the trust
+store and client certificate the proxied requests use), so a probe's connection is
+pooled with the proxied requests' ones.
 
 :meth:`HealthChecker.stop` waits for the round in flight, if any (at most
-``timeout_seconds``), then closes the client: nothing is left on the IOLoop.
+``timeout_seconds``): nothing is left on the IOLoop.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.httputil import HTTPInputError
-from tornado.simple_httpclient import SimpleAsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from gateway.config import HealthCheckConfig
+from gateway.errors import GatewayError
+from gateway.upstream.http1 import ResponseInterrupted
 
 if TYPE_CHECKING:
     from gateway.upstream.pool import Target
@@ -70,7 +72,6 @@ class HealthChecker:
         self._upstream = upstream
         self._successes = {id(target): 0 for target in self.targets}  # consecutive
         self._failures = {id(target): 0 for target in self.targets}  # consecutive
-        self._client: SimpleAsyncHTTPClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -84,18 +85,14 @@ class HealthChecker:
         if self.running:
             return
         self._stopping = asyncio.Event()
-        self._client = SimpleAsyncHTTPClient(force_instance=True, max_clients=max(len(self.targets), 1))
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop polling: let the round in flight end, then close the client. No-op when stopped."""
+        """Stop polling: let the round in flight end. No-op when stopped."""
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
             await task
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     async def check_once(self) -> None:
         """One round: check every target at once and apply the verdicts."""
@@ -121,9 +118,6 @@ class HealthChecker:
                     pass
 
     async def _probe(self, target: Target) -> bool:
-        client = self._client
-        if client is None:
-            return False
         request = HTTPRequest(
             f"{target.origin}{self.config.path}",
             method="GET",
@@ -136,9 +130,9 @@ class HealthChecker:
             ssl_options=self._ssl_context,  # None only for an upstream without https:// targets
         )
         try:
-            response = await client.fetch(request, raise_error=False)
-        except (OSError, HTTPClientError, HTTPInputError) as exc:  # refused, reset, timeout, TLS, garbage
-            log.debug("health check of %s failed: %s", target.url, exc)
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (GatewayError, ResponseInterrupted) as exc:  # refused, reset, timeout, TLS, garbage
+            log.debug("health check of %s failed: %s", target.url, getattr(exc, "detail", exc))
             return False
         return 200 <= response.code < 400
 

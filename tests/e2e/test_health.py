@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
 from gateway.config import HealthCheckConfig, Origin, TargetConfig, UpstreamConfig
+from gateway.upstream.client import PooledHTTPClient
 from gateway.upstream.pool import Target, UpstreamPool
 
 INTERVAL = 0.05
@@ -142,6 +144,9 @@ async def test_target_goes_out_after_unhealthy_threshold_and_back_after_healthy_
 async def test_stop_leaves_nothing_running() -> None:
     upstream = Upstream(200)
     pool = health_pool([upstream.port], [], lambda: 0)
+    client = AsyncHTTPClient()
+    assert isinstance(client, PooledHTTPClient)
+    opened = client.pool.opened
     try:
         await pool.start()
         await pool.start()  # a second start is a no-op
@@ -151,6 +156,11 @@ async def test_stop_leaves_nothing_running() -> None:
         polls = len(upstream.answers)
         await asyncio.sleep(INTERVAL * 4)
         assert len(upstream.answers) == polls
+        # Every probe went over one kept-alive connection of the loop's pooled client, which
+        # keeps it idle after the checker stopped; closing the idle ones leaves nothing running.
+        assert client.pool.opened == opened + 1
+        client.close_idle()
+        await asyncio.sleep(INTERVAL)
         assert asyncio.all_tasks() == {asyncio.current_task()}
     finally:
         await upstream.close()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler, stream_request_body
 
@@ -182,7 +183,7 @@ async def slow_download(port: int) -> tuple[int, str]:
 async def test_gateway_memory_stays_bounded_for_256_mib_bodies(gateway_process) -> None:
     pid, port, received = gateway_process
     base = f"http://127.0.0.1:{port}"
-    client = AsyncHTTPClient(force_instance=True, max_body_size=2 * SIZE)
+    client = SimpleAsyncHTTPClient(force_instance=True, max_body_size=2 * SIZE)
     try:
         await wait_ready(port, client)
         figures: list[str] = []

@@ -14,7 +14,8 @@ import textwrap
 from typing import Any
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpclient import HTTPResponse
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
 from gateway.tokens import mint_token
@@ -213,7 +214,7 @@ async def test_exactly_the_limit_of_200_concurrent_requests_reaches_the_upstream
     routes:
       - {{name: burst, path: /b, upstream: up, rate_limit: {{requests: 50, window_seconds: 3600, key: ip}}}}
     """)
-    client = AsyncHTTPClient(force_instance=True, max_clients=200)
+    client = SimpleAsyncHTTPClient(force_instance=True, max_clients=200)
     try:
         answers = await asyncio.gather(*(
             client.fetch(gw.url + "/b", raise_error=False, request_timeout=20) for _ in range(200)))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it here first would skip its assert rewriting
@@ -141,7 +142,7 @@ class GatewayProcess:
 @pytest.fixture
 def client(io_loop: Any) -> Iterator[AsyncHTTPClient]:
     """An HTTP client allowed 200 connections at once, so concurrent means concurrent."""
-    http_client = AsyncHTTPClient(force_instance=True, max_clients=200)
+    http_client = SimpleAsyncHTTPClient(force_instance=True, max_clients=200)
     yield http_client
     http_client.close()
 

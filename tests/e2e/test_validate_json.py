@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
 from gateway.jsonbody import MAX_DEPTH
@@ -71,7 +71,7 @@ def status_kib(pid: int, field: str) -> int:
 async def probe_loop(url: str, stop: asyncio.Event, latencies: list[float]) -> None:
     """GET /-/health back to back until ``stop``: each answer's latency bounds how long the
     gateway's event loop was held meanwhile."""
-    client = AsyncHTTPClient(force_instance=True)
+    client = SimpleAsyncHTTPClient(force_instance=True)
     try:
         while not stop.is_set():
             started = time.perf_counter()
@@ -89,7 +89,7 @@ async def test_a_10_mib_json_body_costs_memory_proportional_to_it(start_upstream
     upstream = start_upstream(recorder.app)
     gateway = GatewayProcess(tmp_path / "gateway.yaml")
     gateway.write_config(config(upstream.url))
-    client = AsyncHTTPClient(force_instance=True)
+    client = SimpleAsyncHTTPClient(force_instance=True)
     headers = {"Content-Type": "application/json"}
     try:
         await gateway.start()

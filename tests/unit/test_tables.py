@@ -6,14 +6,14 @@ import jwt
 import pytest
 
 from gateway import demo, jwks, loader, metrics, proxy, tables
-from gateway.upstream import client, retry
+from gateway.upstream import exchange, retry
 
 
 def test_every_module_uses_the_one_methods_table() -> None:
     assert proxy.SUPPORTED_METHODS is tables.PROXIED_METHODS
     assert demo.EchoHandler.SUPPORTED_METHODS is tables.PROXIED_METHODS
     assert metrics.KNOWN_METHODS == frozenset(tables.PROXIED_METHODS)
-    assert retry.IDEMPOTENT_METHODS is client.IDEMPOTENT_METHODS is tables.IDEMPOTENT_METHODS
+    assert retry.IDEMPOTENT_METHODS is exchange.IDEMPOTENT_METHODS is tables.IDEMPOTENT_METHODS
 
 
 def test_idempotent_methods_are_proxied_ones() -> None:
