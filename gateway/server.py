@@ -37,11 +37,12 @@ from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
 from .loader import load_config
+from .logs import configure_logging
 from .metrics import Metrics
 from .proxy import MainListener
 from .runtime import Runtime, RuntimeHolder
 from .upstream.client import UpstreamClient
-from .upstream.pool import Target
+from .upstream.target import Target
 
 __all__ = ["GatewayServer", "serve", "bind_listeners", "bind_listener"]
 
@@ -241,8 +242,6 @@ class GatewayServer:
                     self.metrics.forget_target(name, target.url)
 
     def _apply_logging(self, config: GatewayConfig) -> None:
-        from .cli import configure_logging
-
         configure_logging(config)
         if self.holder.access_log is not None:
             self.holder.access_log.flush()

@@ -29,16 +29,13 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httputil import HTTPInputError
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from gateway.config import HealthCheckConfig
-
-if TYPE_CHECKING:
-    from gateway.upstream.pool import Target
+from gateway.upstream.target import Target
 
 __all__ = ["HealthChecker"]
 

@@ -8,7 +8,8 @@ import pytest
 
 from gateway.config import CircuitBreakerConfig, Origin, RetryConfig, TargetConfig, UpstreamConfig
 from gateway.errors import NoHealthyUpstream
-from gateway.upstream.pool import Target, UpstreamPool
+from gateway.upstream.pool import UpstreamPool
+from gateway.upstream.target import Target
 
 
 class Clock:
