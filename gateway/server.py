@@ -88,7 +88,7 @@ class GatewayServer:
 
     ``config_path`` is the file a reload reads (default: the file ``config``
     came from). ``sockets``/``admin_sockets`` are already bound ones (workers);
-    without them :meth:`start` binds its own. ``admin=False`` runs no admin listener.
+    without them :meth:`start` binds its own.
     """
 
     def __init__(
@@ -98,7 +98,6 @@ class GatewayServer:
         config_path: str | None = None,
         sockets: list[socket.socket] | None = None,
         admin_sockets: list[socket.socket] | None = None,
-        admin: bool = True,
         on_reloaded: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
@@ -110,7 +109,6 @@ class GatewayServer:
             access_log=AccessLog() if config.logging.access_log else None)
         self.sockets: list[socket.socket] = sockets or []
         self.admin_sockets: list[socket.socket] = admin_sockets or []
-        self.with_admin = admin
         self.http_server: HTTPServer | None = None
         self.admin_server: HTTPServer | None = None
         self._on_reloaded = on_reloaded
@@ -130,7 +128,7 @@ class GatewayServer:
         bound: list[socket.socket] = []
         if not self.sockets:
             self.sockets = bound = bind_listener("server", main.host, main.port)
-        if self.with_admin and not self.admin_sockets:
+        if not self.admin_sockets:
             try:
                 self.admin_sockets = bind_listener("admin", admin.host, admin.port)
             except ListenError:
@@ -151,9 +149,8 @@ class GatewayServer:
             idle_connection_timeout=75,
         )
         self.http_server.add_sockets(self.sockets)
-        if self.with_admin:
-            self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
-            self.admin_server.add_sockets(self.admin_sockets)
+        self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
+        self.admin_server.add_sockets(self.admin_sockets)
         await self.holder.runtime.start()
         self._report_targets(self.holder.runtime)
 
