@@ -10,14 +10,7 @@ from gateway.config import CircuitBreakerConfig, Origin, RetryConfig, TargetConf
 from gateway.errors import NoHealthyUpstream
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.target import Target
-
-
-class Clock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def make_pool(
