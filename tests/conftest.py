@@ -7,13 +7,16 @@ test runs the servers on it. ``start_upstream(app)`` serves a Tornado Applicatio
 YAML (a ``server`` section on a free port is added when the YAML has none) and
 starts it on the test's IOLoop; ``http`` is a plain AsyncHTTPClient that never
 raises on 4xx/5xx. Everything is stopped at teardown.
+
+Every test fails on an ERROR log record it did not declare (``error_records``,
+autouse; declare with the ``expect_errors`` fixture or marker: tests/support/logs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ from tornado.web import Application
 from gateway.ioloop import ParkedReaders
 from gateway.loader import parse_config
 from gateway.server import GatewayServer
+from tests.support.logs import ErrorRecords
 
 DEFAULT_SERVER = "server: {host: 127.0.0.1, port: 0, drain_seconds: 0.5}\nadmin: {host: 127.0.0.1, port: 0}\n"
 
@@ -120,3 +124,29 @@ def http(io_loop: Any) -> Any:
 
 
 Fetch = Callable[..., Awaitable[HTTPResponse]]
+
+
+@pytest.fixture(autouse=True)
+def error_records(request: pytest.FixtureRequest) -> Iterator[ErrorRecords]:
+    """Fails the test on an ERROR log record it did not declare (tests/support/logs.py).
+
+    Set up before, and torn down after, every other fixture of the test, so errors
+    logged while gateways and upstreams stop count too.
+    """
+    records = ErrorRecords()
+    for marker in request.node.iter_markers("expect_errors"):
+        records.expect(*marker.args, **marker.kwargs)
+    records.attach()
+    try:
+        yield records
+    finally:
+        records.detach()
+    problems = records.problems()
+    if problems:
+        pytest.fail("error log records:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def expect_errors(error_records: ErrorRecords) -> Callable[..., None]:
+    """``expect_errors(logger, pattern, required=True)``: declare an ERROR record this test causes."""
+    return error_records.expect

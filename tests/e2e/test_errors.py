@@ -259,7 +259,8 @@ async def test_dot_segments_cannot_escape_a_route(gateway, http) -> None:
     assert_error(await http(gateway.url + "/ok/../../etc/passwd"), 404, "no_route")
 
 
-async def test_gateway_bug_is_500_logged_with_request_id(gateway, http, monkeypatch, caplog) -> None:
+async def test_gateway_bug_is_500_logged_with_request_id(gateway, http, monkeypatch, caplog, expect_errors) -> None:
+    expect_errors("gateway", r"^request_id=bug-42 internal error$")
     # The bug: the runtime's route table raises a plain exception while matching.
     runtime = gateway.holder.runtime
 
