@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from tornado.httpclient import AsyncHTTPClient
 from .config import AggregatePart, RouteConfig, UpstreamConfig
 from .errors import BadGateway, GatewayError
 from .headers import Fields
+from .routing import PATH_PARAM
 from .upstream.client import ResponseInterrupted
 from .upstream.forward import ForwardEvents, forward
 from .upstream.pool import UpstreamPool
@@ -40,7 +40,6 @@ __all__ = ["AggregatePlan", "AggregateResult", "MAX_PART_BYTES"]
 log = logging.getLogger("gateway.aggregate")
 
 MAX_PART_BYTES = 8 * 1024 * 1024  # a part's answer is held in memory to be decoded
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ class AggregatePlan:
 
 def substitute(template: str, params: Mapping[str, str]) -> str:
     """Put URL-escaped route parameters into a part's path (query included)."""
-    return _PARAM.sub(lambda m: quote(params[m.group(1)], safe=""), template)
+    return PATH_PARAM.sub(lambda m: quote(params[m.group(1)], safe=""), template)
 
 
 class _Failed:

@@ -1,4 +1,8 @@
-"""The ``gateway`` command: serve | check | token | routes. No logic lives here.
+"""The ``gateway`` command: its arguments (argparse) and the four commands, serve | check | token | routes.
+
+Each command is a few lines over the modules that do the work: loading
+(:mod:`gateway.loader`), the runtime, tokens (:mod:`gateway.tokens`), logging
+(:mod:`gateway.logs`) and serving (:mod:`gateway.process`).
 
 A configuration problem is printed (every one, with its location) and the
 command exits 2, never with a traceback.
@@ -8,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
-from .accesslog import UtcTimestamp
 from .config import ConfigError, GatewayConfig
 from .loader import load_config
+from .logs import configure_logging
 
 DEFAULT_CONFIG = "conf/gateway.yaml"
 EXIT_CONFIG = 2
@@ -156,34 +159,6 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args)
     configure_logging(config)
     return run(args.config, config)
-
-
-def configure_logging(config: GatewayConfig) -> None:
-    """Operational logs go to stderr (the access log, to stdout, is configured apart)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if config.logging.format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.logging.level.upper())
-    logging.getLogger("tornado.access").propagate = False
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per record; ``ts`` as in the access log (ISO 8601, UTC, ``Z``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._timestamp = UtcTimestamp()
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": self._timestamp(record.created), "level": record.levelname.lower(), "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The loader (:mod:`gateway.loader`) is the only producer of these objects and
 has already validated every value; everything else only reads them. Units are
 in the names (``*_seconds``, ``*_bytes``). Each part of the gateway receives
-its own section, never the whole :class:`GatewayConfig`.
+its own section; only what assembles a process (the command line, logging setup,
+:mod:`gateway.process`, :mod:`gateway.server` and :mod:`gateway.runtime`) reads
+the whole :class:`GatewayConfig`.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from .cli import configure_logging
 from .loader import load_config
+from .logs import configure_logging
 from .server import GatewayServer, serve
 from .tables import PROXIED_METHODS
 from .tokens import mint_token

@@ -177,11 +177,6 @@ class JwksKeySource(KeySource):
         self._refresher: asyncio.Task[None] | None = None
         self._healthy = False
 
-    @property
-    def keys(self) -> Mapping[str | None, VerificationKey]:
-        """The keys in use, by kid (None for a key without one), replaced as a whole by each fetch."""
-        return self._keys
-
     async def get_key(self, algorithm: str, kid: str | None) -> VerificationKey:
         key = self._lookup(kid)
         if key is not None:

@@ -43,6 +43,7 @@ from .config import (
     UpstreamConfig,
     UpstreamTls,
 )
+from .routing import PATH_PARAM
 from .tables import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
@@ -58,7 +59,6 @@ _UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -694,7 +694,7 @@ class _Builder:
             names.setdefault(route.name, i)
             # The later of two routes that match the same requests could never be reached.
             # Disjoint method sets on one path are fine; overlapping ones are an order question.
-            same = (route.host, _PARAM.sub("{}", route.path.rstrip("/") or "/"),
+            same = (route.host, PATH_PARAM.sub("{}", route.path.rstrip("/") or "/"),
                     frozenset(route.methods) if route.methods is not None else None)
             if same in matches:
                 j, other = matches[same]
@@ -731,11 +731,11 @@ class _Builder:
             self.problems.add(path, "needs exactly one of upstream or aggregate")
         if has_upstream and kw["upstream"] not in upstreams:
             self.problems.add(_join(path, "upstream"), f"unknown upstream '{kw['upstream']}'")
-        params = set(_PARAM.findall(kw["path"]))
+        params = set(PATH_PARAM.findall(kw["path"]))
         if params and not has_aggregate:
             self.problems.add(_join(path, "path"), "only aggregate routes may capture {params}")
         for j, part in enumerate(kw.get("aggregate") or ()):
-            for name in sorted(set(_PARAM.findall(part.path)) - params):
+            for name in sorted(set(PATH_PARAM.findall(part.path)) - params):
                 self.problems.add(_join(_join(_join(path, "aggregate"), j), "path"),
                                   f"'{{{name}}}' is not captured by the route's path")
         if has_aggregate and kw.get("methods") and set(kw["methods"]) - {"GET", "HEAD"}:

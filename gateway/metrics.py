@@ -33,12 +33,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .tables import PROXIED_METHODS
+from .tables import MULTIPROC_ENV, PROXIED_METHODS
 
-__all__ = ["Metrics", "CONTENT_TYPE", "MULTIPROC_ENV"]
+__all__ = ["Metrics", "CONTENT_TYPE"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Seconds; from a fast cache hit to the longest upstream timeouts people configure.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

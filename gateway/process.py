@@ -39,6 +39,7 @@ from tornado.process import cpu_count
 
 from . import ioloop
 from .config import ConfigError, GatewayConfig, ListenError
+from .tables import MULTIPROC_ENV  # read by prometheus_client when first imported
 
 __all__ = ["run", "Supervisor"]
 
@@ -46,7 +47,6 @@ log = logging.getLogger("gateway")
 
 EXIT_LISTEN = 1  # a listener could not be opened (SPEC §2: 2 is kept for a config that is wrong)
 MAX_RESTARTS = 100
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when first imported
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 

@@ -62,7 +62,7 @@ from .framing import CHUNKED, body_length, request_host
 from .headers import Fields, request_id_from, single_value, tornado_headers, traceparent_from
 from .jsonbody import JsonBodyCheck, is_json_media_type
 from .runtime import RoutePlan, Runtime, RuntimeHolder
-from .tables import PROXIED_METHODS
+from .tables import BODILESS_STATUSES, PROXIED_METHODS
 from .upstream.body import BodyStream
 from .upstream.client import ResponseInterrupted
 from .upstream.forward import ForwardEvents, forward
@@ -76,7 +76,6 @@ log = logging.getLogger("gateway")
 MAX_REQUEST_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 SUPPORTED_METHODS = PROXIED_METHODS
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class MainListener(httputil.HTTPServerConnectionDelegate):
@@ -489,7 +488,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             return
         if not self.headers_written:
             out = self.out if self.out is not None else httputil.HTTPHeaders()
-            if "Content-Length" not in out and self.status not in _NO_BODY_STATUSES:
+            if "Content-Length" not in out and self.status not in BODILESS_STATUSES:
                 out["Content-Length"] = "0"
             self.out = out
             self._write_head(None)
@@ -514,7 +513,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     def _answer(self, status: int, out: httputil.HTTPHeaders, body: bytes) -> None:
         self.status = status
         self.reason = httputil.responses.get(status, "Unknown")
-        if status not in _NO_BODY_STATUSES:
+        if status not in BODILESS_STATUSES:
             out["Content-Length"] = str(len(body))
         if not self.read_done and self._unread_body:
             # Refused before its body was read: the body is not wanted, and Tornado closes the

@@ -30,9 +30,11 @@ from urllib.parse import unquote
 from .config import RouteConfig
 from .errors import BadRequest, MethodNotAllowed, NoRoute
 
-__all__ = ["RouteTable", "Match", "normalize_path"]
+__all__ = ["RouteTable", "Match", "normalize_path", "PATH_PARAM"]
 
-_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# A ``{name}`` in a route path (a whole segment) or an aggregate part's path (anywhere);
+# the loader checks them, the router matches them, aggregation fills them in.
+PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class RouteTable:
             root = self._by_host.setdefault(route.host, _Node()) if route.host else self._any_host
             node = root
             for segment in _segments(route.path):
-                param = _PARAM.match(segment)
+                param = PATH_PARAM.fullmatch(segment)
                 if param:
                     if node.param is None:
                         node.param = _Node()

@@ -9,7 +9,6 @@ changes the rules under a request in flight.
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 __all__ = ["Runtime", "RuntimeHolder", "RoutePlan"]
-
-log = logging.getLogger("gateway")
 
 
 @dataclass(frozen=True)

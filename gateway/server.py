@@ -38,12 +38,13 @@ from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
 from .loader import load_config
+from .logs import configure_logging
 from .malformed import GatewayHTTPServer
 from .metrics import Metrics
 from .proxy import MainListener
 from .runtime import Runtime, RuntimeHolder
 from .upstream import client as upstream_client
-from .upstream.pool import Target
+from .upstream.target import Target
 
 __all__ = ["GatewayServer", "serve", "bind_listeners", "bind_listener"]
 
@@ -89,7 +90,7 @@ class GatewayServer:
 
     ``config_path`` is the file a reload reads (default: the file ``config``
     came from). ``sockets``/``admin_sockets`` are already bound ones (workers);
-    without them :meth:`start` binds its own. ``admin=False`` runs no admin listener.
+    without them :meth:`start` binds its own.
     """
 
     def __init__(
@@ -99,7 +100,6 @@ class GatewayServer:
         config_path: str | None = None,
         sockets: list[socket.socket] | None = None,
         admin_sockets: list[socket.socket] | None = None,
-        admin: bool = True,
         on_reloaded: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
@@ -111,7 +111,6 @@ class GatewayServer:
             access_log=AccessLog() if config.logging.access_log else None)
         self.sockets: list[socket.socket] = sockets or []
         self.admin_sockets: list[socket.socket] = admin_sockets or []
-        self.with_admin = admin
         self.http_server: HTTPServer | None = None
         self.admin_server: HTTPServer | None = None
         self._on_reloaded = on_reloaded
@@ -131,7 +130,7 @@ class GatewayServer:
         bound: list[socket.socket] = []
         if not self.sockets:
             self.sockets = bound = bind_listener("server", main.host, main.port)
-        if self.with_admin and not self.admin_sockets:
+        if not self.admin_sockets:
             try:
                 self.admin_sockets = bind_listener("admin", admin.host, admin.port)
             except ListenError:
@@ -153,9 +152,8 @@ class GatewayServer:
             idle_connection_timeout=75,
         )
         self.http_server.add_sockets(self.sockets)
-        if self.with_admin:
-            self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
-            self.admin_server.add_sockets(self.admin_sockets)
+        self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
+        self.admin_server.add_sockets(self.admin_sockets)
         await self.holder.runtime.start()
         self._report_targets(self.holder.runtime)
 
@@ -247,8 +245,6 @@ class GatewayServer:
                     self.metrics.forget_target(name, target.url)
 
     def _apply_logging(self, config: GatewayConfig) -> None:
-        from .cli import configure_logging
-
         configure_logging(config)
         if self.holder.access_log is not None:
             self.holder.access_log.flush()

@@ -9,6 +9,12 @@
 * :data:`HMAC_ALGORITHMS`, :data:`ASYMMETRIC_ALGORITHMS` — the JWS algorithms
   ``auth.jwt.algorithms`` may name (RFC 7518 §3, RFC 8812 for ES256K, RFC 8037
   for EdDSA); :data:`HMAC_MIN_SECRET_BYTES` is RFC 7518 §3.2's key length floor.
+* :data:`BODILESS_STATUSES` — the statuses whose answer never has a body, whatever
+  its framing headers say (RFC 9112 §6.3: 204 and 304; 1xx never reach a proxy's
+  caller). Both the upstream reader and the response writer obey it.
+* :data:`MULTIPROC_ENV` — the variable ``prometheus_client`` reads, when first
+  imported, to share metrics between worker processes: set by the supervisor
+  (:mod:`gateway.process`), read by :mod:`gateway.metrics`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "JWT_ALGORITHMS",
     "HMAC_MIN_SECRET_BYTES",
+    "BODILESS_STATUSES",
+    "MULTIPROC_ENV",
 ]
 
 PROXIED_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -31,3 +39,7 @@ ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
 )
 JWT_ALGORITHMS: frozenset[str] = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 HMAC_MIN_SECRET_BYTES: dict[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+BODILESS_STATUSES: frozenset[int] = frozenset({204, 304})
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -12,13 +12,16 @@ gateway's, so a test's client never shares its code or connections) that never r
 The gateway's pooled client is what ``AsyncHTTPClient()`` builds in this process, for every
 test alike (:func:`gateway.upstream.client.install`, as a gateway's start does): which test
 starts the first gateway changes nothing for the others.
+
+Every test fails on an ERROR log record it did not declare (``error_records``,
+autouse; declare with the ``expect_errors`` fixture or marker: tests/support/logs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +36,7 @@ from gateway.ioloop import ParkedReaders
 from gateway.loader import parse_config
 from gateway.server import GatewayServer
 from gateway.upstream import client as upstream_client
+from tests.support.logs import ErrorRecords
 
 upstream_client.install()
 
@@ -129,3 +133,29 @@ def http(io_loop: Any) -> Any:
 
 
 Fetch = Callable[..., Awaitable[HTTPResponse]]
+
+
+@pytest.fixture(autouse=True)
+def error_records(request: pytest.FixtureRequest) -> Iterator[ErrorRecords]:
+    """Fails the test on an ERROR log record it did not declare (tests/support/logs.py).
+
+    Set up before, and torn down after, every other fixture of the test, so errors
+    logged while gateways and upstreams stop count too.
+    """
+    records = ErrorRecords()
+    for marker in request.node.iter_markers("expect_errors"):
+        records.expect(*marker.args, **marker.kwargs)
+    records.attach()
+    try:
+        yield records
+    finally:
+        records.detach()
+    problems = records.problems()
+    if problems:
+        pytest.fail("error log records:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def expect_errors(error_records: ErrorRecords) -> Callable[..., None]:
+    """``expect_errors(logger, pattern, required=True)``: declare an ERROR record this test causes."""
+    return error_records.expect

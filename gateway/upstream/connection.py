@@ -18,15 +18,20 @@ import asyncio
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..config import Origin
 from ..errors import UpstreamConnectError, UpstreamTimeout
 
-if TYPE_CHECKING:
-    from .http1 import ResponseReader
+__all__ = ["Connection", "ConnectionPool", "PoolKey", "Reader", "describe"]
 
-__all__ = ["Connection", "ConnectionPool", "PoolKey", "describe"]
+
+class Reader(Protocol):
+    """What a connection hands its bytes to while an answer is read (http1.ResponseReader)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def connection_lost(self) -> None: ...
 
 WRITE_HIGH_WATER = 256 * 1024  # a streamed upload waits while more than this is unsent
 
@@ -41,7 +46,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.reader: ResponseReader | None = None
+        self.reader: Reader | None = None
         self.closing = False
         self.idle_in: list[Connection] | None = None
         self.idle_since = 0.0

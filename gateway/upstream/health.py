@@ -31,16 +31,13 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from gateway.config import HealthCheckConfig
 from gateway.errors import GatewayError
 from gateway.upstream.http1 import ResponseInterrupted
-
-if TYPE_CHECKING:
-    from gateway.upstream.pool import Target
+from gateway.upstream.target import Target
 
 __all__ = ["HealthChecker"]
 

@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from ..errors import BadGateway
 from ..headers import Fields
+from ..tables import BODILESS_STATUSES
 from .connection import Connection, describe
 
 __all__ = ["ResponseReader", "ResponseInterrupted", "request_head", "MAX_RESPONSE_HEAD_BYTES", "BODILESS_STATUSES"]
 
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
-BODILESS_STATUSES = frozenset({204, 304})  # never a body, whatever the framing fields say
 # The field lines of a response head (each with its CRLF): a token, a colon and a value without
 # control characters, or a folded continuation (RFC 9112 obs-fold). Checked once per head.
 _STATUS_LINE = re.compile(r"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")

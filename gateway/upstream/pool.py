@@ -3,7 +3,7 @@
 An :class:`UpstreamPool` is built once per upstream from its
 :class:`~gateway.config.UpstreamConfig` (on start and on every reload) and owns:
 
-* one :class:`Target` per configured target: in-flight count, the active
+* one :class:`~gateway.upstream.target.Target` per configured target: in-flight count, the active
   health-check verdict, the circuit breaker;
 * the balancer chosen by ``balance`` (:mod:`gateway.upstream.balance`);
 * the :class:`~gateway.upstream.retry.RetryPolicy` and its budget;
@@ -29,41 +29,15 @@ import ssl
 import time
 from collections.abc import Callable, Collection
 
-from gateway.config import Origin, TargetConfig, UpstreamConfig
+from gateway.config import TargetConfig, UpstreamConfig
 from gateway.errors import NoHealthyUpstream
 from gateway.upstream.balance import Balancer, make_balancer
-from gateway.upstream.breaker import CLOSED, OPEN, CircuitBreaker
+from gateway.upstream.breaker import OPEN, CircuitBreaker
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.retry import RetryPolicy
+from gateway.upstream.target import Target
 
 __all__ = ["Target", "UpstreamPool"]
-
-
-class Target:
-    """The runtime state of one target. Compared and hashed by identity."""
-
-    __slots__ = ("breaker", "config", "healthy", "in_flight", "origin", "url", "weight")
-
-    def __init__(self, config: TargetConfig, breaker: CircuitBreaker | None = None) -> None:
-        self.config = config
-        self.origin: Origin = config.origin
-        self.weight = config.weight
-        self.url = config.url
-        self.in_flight = 0
-        self.healthy = True  # the active health check's verdict; stays True without one
-        self.breaker = breaker
-
-    @property
-    def circuit(self) -> str:
-        """``closed``, ``open`` or ``half_open``; ``closed`` when no breaker is configured."""
-        return CLOSED if self.breaker is None else self.breaker.state
-
-    def available(self) -> bool:
-        """Healthy, and its breaker (if any) would let a request through now. Changes nothing."""
-        return self.healthy and (self.breaker is None or self.breaker.would_allow())
-
-    def __repr__(self) -> str:
-        return f"<Target {self.url} weight={self.weight} healthy={self.healthy} circuit={self.circuit}>"
 
 
 class UpstreamPool:

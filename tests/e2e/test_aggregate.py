@@ -9,9 +9,7 @@ import time
 import pytest
 from tornado.web import Application, RequestHandler
 
-from gateway.tokens import mint_token
-
-SECRET = "aggregate-test-secret-0123456789abcdef"
+from tests.support.tokens import SECRET, bearer
 
 
 class UserHandler(RequestHandler):
@@ -61,12 +59,6 @@ def config(users: str, orders: str, extra: str = "", route_extra: str = "", part
     """
 
 
-def bearer(sub: str = "u-1", scopes: str | None = None) -> dict[str, str]:
-    token = mint_token(key=SECRET, algorithm="HS256", subject=sub, scopes=scopes, ttl_seconds=600,
-                       audience=None, issuer=None, extra_claims={})
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture
 def backends(start_upstream):
     users = start_upstream(Application([(r"/users/(.*)", UserHandler)]))
@@ -92,7 +84,7 @@ async def test_parts_merged_with_identity_and_trace_headers(backends, start_gate
 async def test_parameters_are_escaped_into_part_paths(backends, start_gateway, http) -> None:
     users, orders = backends
     gw = await start_gateway(config(users.url, orders.url))
-    resp = await http(gw.url + "/api/users/a%20b%26c%3Dd/overview", headers=bearer())
+    resp = await http(gw.url + "/api/users/a%20b%26c%3Dd/overview", headers=bearer("u-1"))
     body = json.loads(resp.body)
     assert resp.code == 200
     assert body["orders"]["raw_query"] == "user=a%20b%26c%3Dd&limit=5"
@@ -109,7 +101,7 @@ async def test_parts_run_in_parallel(start_upstream, start_gateway, http) -> Non
           - {name: a, upstream: users, path: "/a/{id}"}
           - {name: b, upstream: orders, path: "/b/{id}"}"""))
     started = time.perf_counter()
-    resp = await http(gw.url + "/api/users/1/overview", headers=bearer())
+    resp = await http(gw.url + "/api/users/1/overview", headers=bearer("u-1"))
     elapsed = time.perf_counter() - started
     assert resp.code == 200
     assert json.loads(resp.body) == {"a": {"slow": True}, "b": {"slow": True}}
@@ -133,7 +125,7 @@ async def test_failed_slow_and_non_json_parts_are_null(backends, start_upstream,
           - {name: html, upstream: html, path: "/h/{id}"}
           - {name: dead, upstream: dead, path: "/d/{id}"}"""))
     started = time.perf_counter()
-    resp = await http(gw.url + "/api/users/9/overview", headers=bearer())
+    resp = await http(gw.url + "/api/users/9/overview", headers=bearer("u-1"))
     assert time.perf_counter() - started < 1.5
     assert resp.code == 200
     assert resp.headers["X-Gateway-Completed"] == "false"
@@ -145,7 +137,7 @@ async def test_failed_slow_and_non_json_parts_are_null(backends, start_upstream,
 async def test_all_parts_failed_is_502(start_upstream, start_gateway, http) -> None:
     html = start_upstream(Application([(r"/(.*)", NotJsonHandler)]))
     gw = await start_gateway(config(html.url, html.url))
-    resp = await http(gw.url + "/api/users/1/overview", headers=bearer())
+    resp = await http(gw.url + "/api/users/1/overview", headers=bearer("u-1"))
     assert resp.code == 502
     assert json.loads(resp.body)["error"] == "bad_gateway"
 
@@ -154,9 +146,9 @@ async def test_auth_and_methods_apply(backends, start_gateway, http) -> None:
     users, orders = backends
     gw = await start_gateway(config(users.url, orders.url, route_extra="scopes: [users:read]"))
     assert (await http(gw.url + "/api/users/1/overview")).code == 401
-    assert (await http(gw.url + "/api/users/1/overview", headers=bearer(scopes="orders:read"))).code == 403
-    assert (await http(gw.url + "/api/users/1/overview", headers=bearer(scopes="users:read"))).code == 200
-    resp = await http(gw.url + "/api/users/1/overview", method="POST", body=b"{}", headers=bearer(scopes="users:read"))
+    assert (await http(gw.url + "/api/users/1/overview", headers=bearer("u-1", scopes="orders:read"))).code == 403
+    assert (await http(gw.url + "/api/users/1/overview", headers=bearer("u-1", scopes="users:read"))).code == 200
+    resp = await http(gw.url + "/api/users/1/overview", method="POST", body=b"{}", headers=bearer("u-1", scopes="users:read"))
     assert resp.code == 405
     assert resp.headers["Allow"] == "GET, HEAD"
 

@@ -10,9 +10,8 @@ import pytest
 from tornado.web import Application
 
 from gateway.demo import EchoHandler
-from gateway.tokens import mint_token
-
-SECRET = "wire-test-secret-0123456789abcdef-xyz"
+from tests.support.tokens import SECRET
+from tests.support.tokens import token as signed
 
 
 def gateway_yaml(url: str, jwt_extra: str = "") -> str:
@@ -34,9 +33,9 @@ def gateway_yaml(url: str, jwt_extra: str = "") -> str:
 
 
 def token(sub: str = "alice", scopes: str | None = "orders:read orders:write", ttl: int = 600, **kw: object) -> str:
-    return mint_token(key=SECRET, algorithm="HS256", subject=sub, scopes=scopes, ttl_seconds=ttl,
-                      audience=kw.pop("aud", "orders-api"), issuer=kw.pop("iss", "https://idp.test"),  # type: ignore[arg-type]
-                      extra_claims=kw)
+    """A token for this file's config: its audience and issuer unless ``aud``/``iss`` say otherwise."""
+    return signed(sub, scopes=scopes, ttl=ttl, audience=kw.pop("aud", "orders-api"),  # type: ignore[arg-type]
+                  issuer=kw.pop("iss", "https://idp.test"), **kw)
 
 
 @pytest.fixture

@@ -193,7 +193,9 @@ async def test_a_jwks_that_cannot_be_fetched_is_not_named_to_the_client(
 
 @pytest.mark.timeout(seconds=20)
 async def test_admin_errors_are_the_json_of_spec_4(
-        start_gateway: Any, http: Fetch, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        start_gateway: Any, http: Fetch, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        expect_errors: Any) -> None:
+    expect_errors("gateway", r"^request_id=adm-3 admin GET /-/routes: internal error$")
     gateway = await start_gateway("routes: []\n")
     admin = f"http://127.0.0.1:{gateway.admin_port}"
 

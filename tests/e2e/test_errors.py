@@ -16,6 +16,7 @@ from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
 from gateway.demo import EchoHandler
+from tests.support.raw import exchange
 
 MAX_BODY = 1024
 
@@ -141,27 +142,6 @@ async def still_serving(gw, http) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(resp.body)["path"] == "/ok/after"
 
 
-async def raw_exchange(port: int, data: bytes) -> bytes:
-    """Write ``data`` on a fresh connection and read until the gateway closes it or 2 s pass."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    received = b""
-    try:
-        while chunk := await asyncio.wait_for(reader.read(65536), 2):
-            received += chunk
-            if b"\r\n\r\n" in received:
-                head, _, rest = received.partition(b"\r\n\r\n")
-                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")]
-                if length and len(rest) >= length[0]:
-                    break
-    except (asyncio.TimeoutError, ConnectionResetError):
-        pass
-    writer.close()
-    return received
-
-
 class RawResponse:
     def __init__(self, data: bytes) -> None:
         head, _, self.body = data.partition(b"\r\n\r\n")
@@ -257,7 +237,7 @@ async def test_malformed_path_is_400(gateway, http, path: str) -> None:
 
 
 async def test_malformed_raw_request_is_400_json(gateway, http) -> None:
-    data = await raw_exchange(gateway.port, b"GET ok HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    data = await exchange(gateway.port, b"GET ok HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
     resp = RawResponse(data)
     assert resp.code == 400
     assert resp.headers["Content-Type"] == "application/json"
@@ -268,7 +248,7 @@ async def test_malformed_raw_request_is_400_json(gateway, http) -> None:
 async def test_raw_nul_in_request_line_is_refused(gateway, http) -> None:
     # Tornado's HTTP/1 parser refuses a raw NUL itself (a bare "400 Bad Request" with no body) before
     # any handler runs, so this one 400 is not JSON; an encoded %00 reaches the router (JSON, above).
-    data = await raw_exchange(gateway.port, b"GET /ok/a\x00b HTTP/1.1\r\nHost: gw\r\n\r\n")
+    data = await exchange(gateway.port, b"GET /ok/a\x00b HTTP/1.1\r\nHost: gw\r\n\r\n")  # it closes after a 400
     assert data.startswith(b"HTTP/1.1 400 ")
     await still_serving(gateway, http)
 
@@ -279,7 +259,8 @@ async def test_dot_segments_cannot_escape_a_route(gateway, http) -> None:
     assert_error(await http(gateway.url + "/ok/../../etc/passwd"), 404, "no_route")
 
 
-async def test_gateway_bug_is_500_logged_with_request_id(gateway, http, monkeypatch, caplog) -> None:
+async def test_gateway_bug_is_500_logged_with_request_id(gateway, http, monkeypatch, caplog, expect_errors) -> None:
+    expect_errors("gateway", r"^request_id=bug-42 internal error$")
     # The bug: the runtime's route table raises a plain exception while matching.
     runtime = gateway.holder.runtime
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.support.raw import AccessLines, RawUpstream, exchange, parse
+from tests.support.tokens import SECRET
 
-SECRET = "framing-test-secret-0123456789abcdef"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 

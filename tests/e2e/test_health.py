@@ -15,7 +15,8 @@ from tornado.web import Application, RequestHandler
 
 from gateway.config import HealthCheckConfig, Origin, TargetConfig, UpstreamConfig
 from gateway.upstream.client import PooledHTTPClient
-from gateway.upstream.pool import Target, UpstreamPool
+from gateway.upstream.pool import UpstreamPool
+from gateway.upstream.target import Target
 
 INTERVAL = 0.05
 

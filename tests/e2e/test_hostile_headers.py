@@ -8,20 +8,13 @@ receives, so "the upstream never sees it" is asserted, not assumed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from tornado.web import Application, RequestHandler
 
-from gateway.tokens import mint_token
-
-SECRET = "hostile-headers-hs256-secret-of-32-bytes"
-
-
-def token(subject: str) -> str:
-    return mint_token(key=SECRET, algorithm="HS256", subject=subject, scopes=None, ttl_seconds=300,
-                      audience=None, issuer=None, extra_claims={})
+from tests.support.raw import exchange, parse
+from tests.support.tokens import SECRET, token
 
 
 class LineRecorder:
@@ -47,19 +40,10 @@ class LineRecorder:
         return out
 
 
-async def exchange(port: int, target: str, lines: list[str]) -> tuple[int, dict[str, str], bytes]:
+async def get(port: int, target: str, lines: list[str]) -> tuple[int, dict[str, str], bytes]:
     """Send ``GET target`` with ``lines`` as header lines, exactly as written; (status, headers, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = "".join(f"{line}\r\n" for line in [f"GET {target} HTTP/1.1", "Host: gw.test", *lines, "Connection: close"])
-    writer.write(head.encode("latin-1") + b"\r\n")
-    await writer.drain()
-    received = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    await writer.wait_closed()
-    status_and_headers, _, body = received.partition(b"\r\n\r\n")
-    status_line, *header_lines = status_and_headers.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in header_lines)
-    return int(status_line.split(" ")[1]), headers, body
+    return parse(await exchange(port, head.encode("latin-1") + b"\r\n"))
 
 
 def bad_request(status: int, body: bytes) -> tuple[int, str | None]:
@@ -96,7 +80,7 @@ async def test_underscore_spellings_of_owned_headers_never_reach_the_upstream(
       - {{name: private, path: /private, upstream: up, auth: required}}
       - {{name: open, path: /open, upstream: up, auth: none}}
     """)
-    status, headers, _ = await exchange(
+    status, headers, _ = await get(
         gw.port, route_path + "/x", [f"Authorization: Bearer {token('alice')}", *SPOOFED])
     assert status == 200
     seen = rec.folded()
@@ -105,7 +89,7 @@ async def test_underscore_spellings_of_owned_headers_never_reach_the_upstream(
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-host"] == ["gw.test"]
     assert seen["x-forwarded-proto"] == ["http"]
-    assert seen["x-request-id"] == [headers["X-Request-Id"]] and headers["X-Request-Id"] != "forged"
+    assert seen["x-request-id"] == [headers["x-request-id"]] and headers["x-request-id"] != "forged"
     assert "content-length" not in seen  # a GET without a body: the client's Content_Length is not relayed
     for stripped in ("forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-ssl"):
         assert stripped not in seen, stripped
@@ -122,12 +106,12 @@ async def test_a_repeated_rate_limit_key_header_is_400_and_buys_no_budget(record
     routes:
       - {{name: keyed, path: /k, upstream: up, rate_limit: {{requests: 3, window_seconds: 60, key: "header:X-Api-Key"}}}}
     """)
-    answers = [await exchange(gw.port, "/k", [f"X-Api-Key: fresh-{i}", "X-Api-Key: shared"]) for i in range(6)]
+    answers = [await get(gw.port, "/k", [f"X-Api-Key: fresh-{i}", "X-Api-Key: shared"]) for i in range(6)]
     assert [bad_request(status, body) for status, _, body in answers] == [(400, "bad_request")] * 6
     assert json.loads(answers[0][2])["message"] == "the X-Api-Key header is repeated"
     assert rec.seen == []
     # One line per request is still limited as before: the budget is the key's.
-    codes = [(await exchange(gw.port, "/k", ["X-Api-Key: shared"]))[0] for _ in range(4)]
+    codes = [(await get(gw.port, "/k", ["X-Api-Key: shared"]))[0] for _ in range(4)]
     assert codes == [200, 200, 200, 429]
 
 
@@ -139,7 +123,7 @@ async def test_an_underscore_spelling_of_the_key_header_does_not_reach_the_upstr
       - {{name: keyed, path: /k, upstream: up, rate_limit: {{requests: 3, window_seconds: 60, key: "header:X-Api-Key"}}}}
     """)
     # A fresh X-Api-Key each time for the budget, the real key where a CGI/WSGI backend would read it.
-    statuses = [(await exchange(gw.port, "/k", [f"X-Api-Key: fresh-{i}", "X_Api_Key: mine"]))[0] for i in range(2)]
+    statuses = [(await get(gw.port, "/k", [f"X-Api-Key: fresh-{i}", "X_Api_Key: mine"]))[0] for i in range(2)]
     assert statuses == [200, 200]
     assert [rec.folded(i)["x-api-key"] for i in range(2)] == [["fresh-0"], ["fresh-1"]]
 
@@ -157,12 +141,12 @@ async def test_two_authorization_lines_are_400_not_a_token_check(recorder, start
     """)
     valid = f"Authorization: Bearer {token('alice')}"
     for lines in ([valid, valid], [valid, f"Authorization: Bearer {token('mallory')}"], [valid, "Authorization: Basic eDp5"]):
-        status, headers, body = await exchange(gw.port, route_path, lines)
+        status, headers, body = await get(gw.port, route_path, lines)
         assert bad_request(status, body) == (400, "bad_request"), lines
         assert json.loads(body)["message"] == "the Authorization header is repeated"
         assert "WWW-Authenticate" not in headers
     assert rec.seen == []
-    status, _, _ = await exchange(gw.port, route_path, [valid])
+    status, _, _ = await get(gw.port, route_path, [valid])
     assert status == 200
     assert rec.folded()["x-user-id"] == ["alice"]
 
@@ -193,12 +177,12 @@ async def test_path_tricks_are_400_and_reach_nothing(recorder, start_gateway) ->
       - {{name: public, path: /public, upstream: up, auth: none}}
       - {{name: admin, path: /admin-api, upstream: up, auth: required}}
     """)
-    answers = {path: await exchange(gw.port, path, []) for path in TRICKS}
+    answers = {path: await get(gw.port, path, []) for path in TRICKS}
     assert {path: bad_request(status, body) for path, (status, _, body) in answers.items()} == {
         path: (400, "bad_request") for path in TRICKS}
     assert rec.seen == []
     # The routes themselves work: the public one without a token, the admin one only with one.
-    assert (await exchange(gw.port, "/public/page", []))[0] == 200
-    assert (await exchange(gw.port, "/admin-api/x", []))[0] == 401
-    assert (await exchange(gw.port, "/admin-api/x", [f"Authorization: Bearer {token('alice')}"]))[0] == 200
+    assert (await get(gw.port, "/public/page", []))[0] == 200
+    assert (await get(gw.port, "/admin-api/x", []))[0] == 401
+    assert (await get(gw.port, "/admin-api/x", [f"Authorization: Bearer {token('alice')}"]))[0] == 200
     assert [path for path, _ in rec.seen] == ["/public/page", "/admin-api/x"]

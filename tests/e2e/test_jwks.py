@@ -26,9 +26,10 @@ from tornado.web import Application, RequestHandler
 from gateway.auth import Authenticator
 from gateway.config import JwtConfig
 from gateway.errors import InvalidToken, ServiceUnavailable
+from tests.support.clock import Clock
+from tests.support.tokens import SECRET
 
 NOW = int(time.time())  # the injected clock starts here and tokens are issued here
-SECRET = "e2e-test-secret-".ljust(32, "s")
 KEY_A = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 KEY_B = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 KEY_C = ec.generate_private_key(ec.SECP256R1())
@@ -50,14 +51,6 @@ JWK_A = public_jwk(KEY_A, "a", "RS256")
 JWK_B = public_jwk(KEY_B, "b")  # no alg: any configured algorithm its RSA type fits
 JWK_C = public_jwk(KEY_C, "c", "ES256")
 JWK_NEW = public_jwk(KEY_NEW, "new", "RS256")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(NOW)
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class JwksProvider:
@@ -173,7 +166,7 @@ async def subject(authenticator: Authenticator, token: str) -> str | None:
 async def test_keys_are_chosen_by_kid(io_loop: Any, tokens: Tokens) -> None:
     async with JwksProvider(JWK_A, JWK_B, JWK_C) as provider:
         results: list[str] = []
-        authenticator = Authenticator(config(provider.url), clock=Clock(), on_jwks_refresh=results.append)
+        authenticator = Authenticator(config(provider.url), clock=Clock(NOW), on_jwks_refresh=results.append)
         await authenticator.start()
         try:
             assert await subject(authenticator, tokens.sign(KEY_A, "a", sub="user-a")) == "user-a"
@@ -196,7 +189,7 @@ async def test_keys_are_chosen_by_kid(io_loop: Any, tokens: Tokens) -> None:
 
 async def test_unknown_kid_refetches_once_and_accepts_a_rotated_key(io_loop: Any, tokens: Tokens) -> None:
     async with JwksProvider(JWK_A) as provider:
-        clock = Clock()
+        clock = Clock(NOW)
         results: list[str] = []
         authenticator = Authenticator(config(provider.url), clock=clock, on_jwks_refresh=results.append)
         await authenticator.start()
@@ -225,7 +218,7 @@ async def test_a_flood_of_random_kids_refetches_at_most_once_per_interval(
     io_loop: Any, tokens: Tokens
 ) -> None:
     async with JwksProvider(JWK_A) as provider:
-        clock = Clock()
+        clock = Clock(NOW)
         authenticator = Authenticator(config(provider.url), clock=clock)
         await authenticator.start()
         try:
@@ -258,7 +251,7 @@ async def test_cached_keys_keep_working_while_the_provider_is_down(
     async with JwksProvider(JWK_A) as provider:
         results: list[str] = []
         jwt_config = config(provider.url, algorithms=("HS256", "RS256"), secret=SECRET, cache_size=0)
-        authenticator = Authenticator(jwt_config, clock=Clock(), on_jwks_refresh=results.append)
+        authenticator = Authenticator(jwt_config, clock=Clock(NOW), on_jwks_refresh=results.append)
         await authenticator.start()
         try:
             token_a = tokens.sign(KEY_A, "a", sub="user-a")
@@ -310,7 +303,7 @@ async def test_a_failed_first_fetch_is_not_fatal(
 ) -> None:
     async with JwksProvider(JWK_A) as provider:
         provider.status, provider.body = status, body
-        clock = Clock()
+        clock = Clock(NOW)
         results: list[str] = []
         authenticator = Authenticator(config(provider.url), clock=clock, on_jwks_refresh=results.append)
         await authenticator.start()
@@ -340,7 +333,7 @@ async def test_periodic_refresh_picks_up_rotation_and_stops(io_loop: Any, tokens
     async with JwksProvider(JWK_A) as provider:
         results: list[str] = []
         jwt_config = config(provider.url, jwks_refresh_seconds=0.2)
-        authenticator = Authenticator(jwt_config, clock=Clock(), on_jwks_refresh=results.append)
+        authenticator = Authenticator(jwt_config, clock=Clock(NOW), on_jwks_refresh=results.append)
         await authenticator.start()
         try:
             assert provider.requests == 1

@@ -17,11 +17,10 @@ from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
 from gateway.accesslog import FIELDS
-from gateway.tokens import mint_token
 from tests.conftest import Fetch
 from tests.support.gateway_process import GatewayProcess
-
-SECRET = "operations-test-secret-0123456789abcdef"
+from tests.support.tokens import SECRET
+from tests.support.tokens import token as support_token
 
 
 def answering(text: str, delay: float = 0.0, started: asyncio.Event | None = None) -> Application:
@@ -176,8 +175,7 @@ async def test_access_log_line_has_every_field_and_no_secret(
         start_upstream: Any, gateway_process: Any, http: Fetch) -> None:
     upstream = start_upstream(answering("created"))
     gateway = await gateway_process(config(upstream.url))
-    token = mint_token(key=SECRET, algorithm="HS256", subject="alice", scopes=None, ttl_seconds=300,
-                       audience=None, issuer=None, extra_claims={})
+    token = support_token("alice")
     response = await http(
         gateway.url + "/api/items?api_key=query-secret-value", method="POST", body=b"hello",
         headers={"Authorization": f"Bearer {token}", "Cookie": "session=cookie-secret-value",

@@ -18,9 +18,9 @@ from tornado.httpclient import HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
-from gateway.tokens import mint_token
+from tests.support.raw import first_answer, parse
+from tests.support.tokens import SECRET, bearer
 
-SECRET = "policy-tests-hs256-secret-of-32-bytes-or-more"
 AUTH = f"""
 auth:
   jwt: {{algorithms: [HS256], secret: "{SECRET}"}}
@@ -34,15 +34,6 @@ CORS_HEADERS = (
 def joined(*parts: str) -> str:
     """YAML sections written at different indents, as one document."""
     return "".join(textwrap.dedent(part) for part in parts)
-
-
-def token(subject: str) -> str:
-    return mint_token(key=SECRET, algorithm="HS256", subject=subject, scopes=None, ttl_seconds=300,
-                      audience=None, issuer=None, extra_claims={})
-
-
-def bearer(subject: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(subject)}"}
 
 
 class Seen:
@@ -375,31 +366,8 @@ def body_config(url: str) -> str:
     """
 
 
-async def raw_exchange(port: int, head: str, parts: tuple[bytes, ...] = (), wait: float = 0.1
-                       ) -> tuple[int, dict[str, str], bytes]:
-    """Send a hand-written request (``head`` without its blank line, then ``parts``, waiting
-    up to ``wait`` seconds for an answer after each) and read the one answer, which has a
-    Content-Length: (status, headers, body). Stops sending once the answer has come."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def read_answer() -> tuple[int, dict[str, str], bytes]:
-        raw_head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *lines = raw_head.decode("latin-1").split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines if line)
-        body = await reader.readexactly(int(headers["Content-Length"]))
-        return int(status_line.split()[1]), headers, body
-
-    try:
-        writer.write(head.replace("\n", "\r\n").encode() + b"\r\n\r\n")
-        answer = asyncio.ensure_future(read_answer())
-        for part in parts:
-            await asyncio.wait({answer}, timeout=wait)
-            if answer.done():
-                break
-            writer.write(part)
-        return await asyncio.wait_for(answer, 5)
-    finally:
-        writer.close()
+def post_head(path: str, *lines: str) -> bytes:
+    return "\r\n".join([f"POST {path} HTTP/1.1", "Host: gw", *lines, "", ""]).encode()
 
 
 async def test_declared_length_over_the_limit_is_refused_before_any_byte_is_read(
@@ -408,10 +376,10 @@ async def test_declared_length_over_the_limit_is_refused_before_any_byte_is_read
     up = start_upstream(recorder.app)
     gw = await start_gateway(body_config(up.url))
     # Only the head is sent: the gateway answers from Content-Length alone, without waiting for the body.
-    status, headers, body = await raw_exchange(
-        gw.port, f"POST /up HTTP/1.1\nHost: gw\nContent-Type: application/octet-stream\nContent-Length: {LIMIT + 1}")
+    status, headers, body = parse(await first_answer(
+        gw.port, post_head("/up", "Content-Type: application/octet-stream", f"Content-Length: {LIMIT + 1}")))
     assert status == 413
-    assert headers["Content-Type"] == "application/json"
+    assert headers["content-type"] == "application/json"
     assert json.loads(body)["error"] == "body_too_large"
     await asyncio.sleep(0.1)
     assert recorder.seen == []
@@ -423,9 +391,9 @@ async def test_chunked_body_is_counted_as_it_streams(start_upstream, start_gatew
     gw = await start_gateway(body_config(up.url))
     chunk = b"x" * 400
     for path in ("/up", "/json"):  # streamed to the upstream, and buffered for validation
-        status, headers, body = await raw_exchange(
-            gw.port, f"POST {path} HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked\nContent-Type: text/plain",
-            (b"190\r\n" + chunk + b"\r\n",) * 4 + (b"0\r\n\r\n",))
+        status, _, body = parse(await first_answer(
+            gw.port, post_head(path, "Transfer-Encoding: chunked", "Content-Type: text/plain"),
+            (b"190\r\n" + chunk + b"\r\n",) * 4 + (b"0\r\n\r\n",)))
         assert status == 413, path
         assert json.loads(body)["error"] == "body_too_large"
     await asyncio.sleep(0.1)

@@ -1,9 +1,17 @@
 """Raw TCP on loopback, for tests where the bytes on the wire are the point.
 
 :class:`RawUpstream` is an HTTP/1.1 upstream that records what reaches it and
-answers with exact bytes; :func:`exchange` sends exact request bytes to the
-gateway and returns everything it answers until it closes; :func:`parse` splits
-one answer; :class:`AccessLines` captures an in-process gateway's access log.
+answers with exact bytes. Two ways to talk to the gateway in exact bytes:
+
+* :func:`exchange` sends the request and returns everything until the gateway
+  closes (a request with ``Connection: close``, or one the gateway refuses and
+  closes on);
+* :func:`first_answer` sends the head, then body parts only while no answer has
+  come, and returns the first answer as soon as it is whole, connection open or
+  not (an answer before the body, e.g. 413 from Content-Length alone).
+
+:func:`parse` splits one answer; :class:`AccessLines` captures an in-process
+gateway's access log.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from tornado.testing import bind_unused_port
 
 from gateway.accesslog import AccessLog
 
-__all__ = ["RawUpstream", "exchange", "parse", "body_of", "AccessLines"]
+__all__ = ["RawUpstream", "exchange", "first_answer", "parse", "body_of", "AccessLines"]
 
 
 class RawUpstream(TCPServer):
@@ -76,6 +84,34 @@ async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     try:
         writer.write(data)
         return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+async def first_answer(port: int, head: bytes, parts: tuple[bytes, ...] = (), wait: float = 0.1,
+                       timeout: float = 5.0) -> bytes:
+    """Send ``head`` (the request head with its blank line, or a whole request) to 127.0.0.1:``port``,
+    then each of ``parts`` after waiting up to ``wait`` seconds for an answer, stopping once one came;
+    return that first answer: its head and the Content-Length body, or everything until the gateway
+    closes when it has no Content-Length. Raises TimeoutError if it is not whole within ``timeout``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def read_answer() -> bytes:
+        answer_head = await reader.readuntil(b"\r\n\r\n")
+        _, headers, _ = parse(answer_head)
+        if "content-length" in headers:
+            return answer_head + await reader.readexactly(int(headers["content-length"]))
+        return answer_head + await reader.read()
+
+    try:
+        writer.write(head)
+        answer = asyncio.ensure_future(read_answer())
+        for part in parts:
+            await asyncio.wait({answer}, timeout=wait)
+            if answer.done():
+                break
+            writer.write(part)
+        return await asyncio.wait_for(answer, timeout)
     finally:
         writer.close()
 

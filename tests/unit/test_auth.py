@@ -25,9 +25,10 @@ from gateway.auth import Authenticator, Identity
 from gateway.config import ConfigError, JwtConfig
 from gateway.errors import InsufficientScope, InvalidToken
 from gateway.tokens import mint_token
+from tests.support.clock import Clock
+from tests.support.tokens import SECRET
 
 NOW = 1_700_000_000.0
-SECRET = "unit-test-secret-".ljust(64, "s")  # 64 bytes: long enough for HS512 (RFC 7518 §3.2)
 OTHER_SECRET = "another-secret-".ljust(64, "o")
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -46,14 +47,6 @@ def public_pem(key: Any) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -146,7 +139,7 @@ async def test_each_algorithm_verifies(
         audience=None,
         issuer=None,
         extra_claims={"tenant": "acme"},
-        clock=Clock(),
+        clock=Clock(NOW),
     )
     identity = await Authenticator(config, clock=Clock(NOW + 10)).authenticate(bearer(token))
     assert identity == Identity(
@@ -278,7 +271,7 @@ async def test_refused(
     make_token: Callable[[], str],
     description: str,
 ) -> None:
-    authenticator = Authenticator(make_config(pem_files, **overrides), clock=Clock())
+    authenticator = Authenticator(make_config(pem_files, **overrides), clock=Clock(NOW))
     with pytest.raises(InvalidToken) as caught:
         await authenticator.authenticate(bearer(make_token()))
     assert caught.value.message == description
@@ -308,7 +301,7 @@ ACCEPTED: list[tuple[str, dict[str, Any], Callable[[], str]]] = [
 async def test_accepted(
     io_loop: Any, pem_files: dict[str, str], overrides: dict[str, Any], make_token: Callable[[], str]
 ) -> None:
-    identity = await Authenticator(make_config(pem_files, **overrides), clock=Clock()).authenticate(
+    identity = await Authenticator(make_config(pem_files, **overrides), clock=Clock(NOW)).authenticate(
         bearer(make_token())
     )
     assert identity is not None
@@ -365,7 +358,7 @@ HEADER_FORMS = [
 
 @pytest.mark.parametrize("authorization, authenticated", HEADER_FORMS)
 async def test_header_forms(io_loop: Any, authorization: str | None, authenticated: bool) -> None:
-    identity = await Authenticator(make_config(), clock=Clock()).authenticate(authorization)
+    identity = await Authenticator(make_config(), clock=Clock(NOW)).authenticate(authorization)
     assert (identity is not None) == authenticated
 
 
@@ -385,7 +378,7 @@ SCOPES = [
 
 @pytest.mark.parametrize("scope_claim, extra, expected", SCOPES)
 async def test_scope_claim(io_loop: Any, scope_claim: str, extra: dict[str, Any], expected: set[str]) -> None:
-    authenticator = Authenticator(make_config(scope_claim=scope_claim), clock=Clock())
+    authenticator = Authenticator(make_config(scope_claim=scope_claim), clock=Clock(NOW))
     identity = await authenticator.authenticate(bearer(sign(claims(**extra))))
     assert identity is not None
     assert identity.scopes == frozenset(expected)
@@ -444,7 +437,7 @@ HEADER_CASES = [
 async def test_claims_to_headers(
     io_loop: Any, extra: dict[str, Any], headers: tuple[tuple[str, str], ...]
 ) -> None:
-    authenticator = Authenticator(make_config(claims_to_headers=CLAIM_HEADERS), clock=Clock())
+    authenticator = Authenticator(make_config(claims_to_headers=CLAIM_HEADERS), clock=Clock(NOW))
     assert authenticator.identity_header_names == ("X-User-Id", "X-User-Scopes", "X-User-Roles", "X-Tenant")
     identity = await authenticator.authenticate(bearer(sign(claims(**extra))))
     assert identity is not None
@@ -465,14 +458,14 @@ REFUSED_CLAIMS = [
 async def test_a_mapped_claim_with_a_control_character_refuses_the_token(
     io_loop: Any, extra: dict[str, Any], description: str
 ) -> None:
-    authenticator = Authenticator(make_config(claims_to_headers=CLAIM_HEADERS), clock=Clock())
+    authenticator = Authenticator(make_config(claims_to_headers=CLAIM_HEADERS), clock=Clock(NOW))
     with pytest.raises(InvalidToken) as caught:
         await authenticator.authenticate(bearer(sign(claims(**extra))))
     assert caught.value.message == description
 
 
 async def test_an_unmapped_claim_with_a_control_character_is_no_concern(io_loop: Any) -> None:
-    authenticator = Authenticator(make_config(claims_to_headers={"sub": "X-User-Id"}), clock=Clock())
+    authenticator = Authenticator(make_config(claims_to_headers={"sub": "X-User-Id"}), clock=Clock(NOW))
     identity = await authenticator.authenticate(bearer(sign(claims(note="line\r\nbreak"))))
     assert identity is not None and identity.headers == (("X-User-Id", "user-1"),)
 
@@ -500,7 +493,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_cache_hit_skips_verification(io_loop: Any, decodes: list[str]) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     authenticator = Authenticator(make_config(), clock=clock)
     token = sign(claims())
     first = await authenticator.authenticate(bearer(token))
@@ -511,7 +504,7 @@ async def test_cache_hit_skips_verification(io_loop: Any, decodes: list[str]) ->
 
 
 async def test_cache_never_used_at_or_past_exp(io_loop: Any, decodes: list[str]) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     authenticator = Authenticator(make_config(), clock=clock)
     token = sign(claims(exp=int(NOW) + 100))
     await authenticator.authenticate(bearer(token))
@@ -523,7 +516,7 @@ async def test_cache_never_used_at_or_past_exp(io_loop: Any, decodes: list[str])
 
 
 async def test_cache_not_used_within_leeway_past_exp(io_loop: Any, decodes: list[str]) -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     authenticator = Authenticator(make_config(leeway_seconds=30), clock=clock)
     token = sign(claims(exp=int(NOW) + 100))
     first = await authenticator.authenticate(bearer(token))
@@ -548,7 +541,7 @@ async def test_cache_never_used_before_nbf(io_loop: Any, decodes: list[str]) -> 
 
 
 async def test_cache_evicts_oldest(io_loop: Any, decodes: list[str]) -> None:
-    authenticator = Authenticator(make_config(cache_size=2), clock=Clock())
+    authenticator = Authenticator(make_config(cache_size=2), clock=Clock(NOW))
     tokens = [sign(claims(sub=f"user-{n}")) for n in range(3)]
     for token in tokens:
         await authenticator.authenticate(bearer(token))
@@ -560,7 +553,7 @@ async def test_cache_evicts_oldest(io_loop: Any, decodes: list[str]) -> None:
 
 @pytest.mark.parametrize("cache_size, verifications", [(0, 3), (1, 1)])
 async def test_cache_size(io_loop: Any, decodes: list[str], cache_size: int, verifications: int) -> None:
-    authenticator = Authenticator(make_config(cache_size=cache_size), clock=Clock())
+    authenticator = Authenticator(make_config(cache_size=cache_size), clock=Clock(NOW))
     token = sign(claims())
     for _ in range(3):
         await authenticator.authenticate(bearer(token))
@@ -568,7 +561,7 @@ async def test_cache_size(io_loop: Any, decodes: list[str], cache_size: int, ver
 
 
 async def test_refused_tokens_are_not_cached(io_loop: Any, decodes: list[str]) -> None:
-    authenticator = Authenticator(make_config(), clock=Clock())
+    authenticator = Authenticator(make_config(), clock=Clock(NOW))
     token = sign(claims(), OTHER_SECRET)
     for _ in range(2):
         with pytest.raises(InvalidToken):
@@ -602,7 +595,7 @@ async def test_certificate_file_is_a_public_key(io_loop: Any, tmp_path: Path) ->
     path = tmp_path / "idp.crt"
     path.write_bytes(self_signed_certificate(RSA_KEY))
     config = make_config(algorithms=("RS256",), secret=None, public_key_file=str(path))
-    identity = await Authenticator(config, clock=Clock()).authenticate(
+    identity = await Authenticator(config, clock=Clock(NOW)).authenticate(
         bearer(sign(claims(), RSA_KEY, "RS256"))
     )
     assert identity is not None

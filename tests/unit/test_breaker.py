@@ -6,17 +6,7 @@ import pytest
 
 from gateway.config import CircuitBreakerConfig
 from gateway.upstream.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import Clock
 
 
 def breaker(threshold: int = 3, open_seconds: float = 30.0) -> tuple[CircuitBreaker, Clock, list[str]]:

@@ -1,27 +1,42 @@
 """Parked readers (gateway.ioloop) on real sockets, on asyncio's loop and on uvloop's.
 
 Tornado's IOStreams drive the rest of the suite over this IOLoop kind (tests/conftest.py's
-``io_loop``) and the served gateway (``run.py``); these tests pin the parking rules themselves.
+``io_loop``) and the served gateway (``run.py``); these tests pin the parking rules themselves,
+and the private parts of Tornado's ``BaseAsyncIOLoop`` that :class:`~gateway.ioloop.ParkedReaders`
+reads and replaces (``handlers``, ``readers``, ``writers``, ``selector_loop``, ``_handle_events``),
+so that a Tornado release that changes them fails here, by name, before anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import configparser
+import inspect
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import tornado
+from packaging.requirements import Requirement
+from packaging.version import Version
 from tornado.ioloop import IOLoop
 from tornado.platform.asyncio import BaseAsyncIOLoop
 
 from gateway.ioloop import ParkedReaders
+
+SETUP_CFG = Path(__file__).parents[2] / "setup.cfg"
 
 uvloop = pytest.importorskip("uvloop")
 
 
 class ParkedOn(ParkedReaders, BaseAsyncIOLoop):
     """ParkedReaders over a given asyncio loop."""
+
+
+class PlainOn(BaseAsyncIOLoop):
+    """Tornado's own behaviour over a given asyncio loop, which ParkedReaders mirrors."""
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -99,3 +114,50 @@ def test_write_interest_is_added_and_removed_as_asked(loop, pair) -> None:
     events.clear()
     run_briefly(loop)
     assert events == [] and ours.fileno() not in loop.writers
+
+
+# --- the Tornado internals gateway.ioloop relies on -------------------------------------------
+
+
+def test_installed_tornado_is_in_the_range_setup_cfg_pins() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(SETUP_CFG)
+    pins = [Requirement(line) for line in parser["options"]["install_requires"].splitlines()
+            if line.strip().startswith("tornado")]
+    assert len(pins) == 1 and pins[0].specifier, "setup.cfg must pin tornado with an upper bound"
+    assert any(spec.operator == "<" for spec in pins[0].specifier), f"no upper bound in {pins[0]}"
+    assert Version(tornado.version) in pins[0].specifier, (
+        f"Tornado {tornado.version} is outside {pins[0]}, the range gateway.ioloop's use of "
+        "BaseAsyncIOLoop internals was verified on: run tests/unit/test_ioloop.py and widen the pin")
+
+
+def test_base_asyncio_loop_keeps_the_state_parked_readers_use(pair) -> None:
+    plain = PlainOn(asyncio.new_event_loop(), make_current=False)
+    try:
+        assert isinstance(plain.handlers, dict), "BaseAsyncIOLoop.handlers: fd -> (fileobj, handler)"
+        assert isinstance(plain.readers, set), "BaseAsyncIOLoop.readers: fds registered for reads"
+        assert isinstance(plain.writers, set), "BaseAsyncIOLoop.writers: fds registered for writes"
+        assert plain.selector_loop is plain.asyncio_loop, "BaseAsyncIOLoop.selector_loop: where readers go"
+        assert list(inspect.signature(plain._handle_events).parameters) == ["fd", "events"], (
+            "BaseAsyncIOLoop._handle_events(fd, events): what ParkedReaders registers writers with")
+        ours, _ = pair
+        handler = lambda fd, ev: None  # noqa: E731
+        plain.add_handler(ours, handler, IOLoop.READ)
+        assert plain.handlers[ours.fileno()] == (ours, handler) and ours.fileno() in plain.readers
+        plain.update_handler(ours, IOLoop.WRITE)
+        assert ours.fileno() not in plain.readers and ours.fileno() in plain.writers
+        plain.update_handler(ours, IOLoop.READ)
+        plain.remove_handler(ours)  # what ParkedReaders.remove_handler leaves to it
+        assert (plain.handlers, plain.readers, plain.writers) == ({}, set(), set())
+    finally:
+        plain.close(all_fds=False)
+        pair[0].close()
+
+
+def test_parked_readers_overrides_exactly_the_methods_it_means_to() -> None:
+    """A Tornado release that adds its own override of one of these would bypass parking."""
+    replaced = {"initialize", "add_handler", "update_handler", "remove_handler", "_readable"}
+    assert {name for name in vars(ParkedReaders) if callable(vars(ParkedReaders)[name])} == replaced
+    for name in replaced - {"_readable"}:
+        assert getattr(BaseAsyncIOLoop, name).__qualname__ == f"BaseAsyncIOLoop.{name}", name
+    assert not hasattr(BaseAsyncIOLoop, "_readable") and not hasattr(BaseAsyncIOLoop, "parked")

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.config import ConfigError, GatewayConfig, Origin, TargetConfig
 from gateway.loader import load_config, parse_config
+from tests.support.tokens import SECRET
 
-SECRET = "s" * 32
 UPSTREAM = "upstreams:\n  orders: {targets: ['http://127.0.0.1:9001']}\n"
 
 
@@ -57,7 +57,7 @@ BAD_CONFIGS = [
      ["auth.jwt.secret: must be at least 32 bytes for HS256"]),
     ("31-byte HS256 secret", f"auth: {{jwt: {{algorithms: [HS256], secret: {SECRET[:31]}}}}}\n",
      ["auth.jwt.secret: must be at least 32 bytes for HS256"]),
-    ("HS512 needs its hash length", f"auth: {{jwt: {{algorithms: [HS256, HS512], secret: {SECRET}}}}}\n",
+    ("HS512 needs its hash length", f"auth: {{jwt: {{algorithms: [HS256, HS512], secret: {SECRET[:32]}}}}}\n",
      ["auth.jwt.secret: must be at least 64 bytes for HS256, HS512"]),
     ("missing HS secret", "auth: {jwt: {algorithms: [HS256]}}\n", ["auth.jwt.secret: is required for HS256"]),
     ("route path not absolute", UPSTREAM + "routes: [{name: a, path: api, upstream: orders}]\n",

@@ -8,15 +8,9 @@ import pytest
 
 from gateway.config import CircuitBreakerConfig, Origin, RetryConfig, TargetConfig, UpstreamConfig
 from gateway.errors import NoHealthyUpstream
-from gateway.upstream.pool import Target, UpstreamPool
-
-
-class Clock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from gateway.upstream.pool import UpstreamPool
+from gateway.upstream.target import Target
+from tests.support.clock import Clock
 
 
 def make_pool(

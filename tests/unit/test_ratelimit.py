@@ -9,17 +9,7 @@ from tornado.httputil import HTTPHeaders
 
 from gateway.errors import BadRequest
 from gateway.ratelimit import Decision, LimitKey, MemoryStore, build_store, gcra_parameters
-
-
-class SteppedClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.support.clock import Clock
 
 # (seconds since the first hit, expected allowed, remaining, reset_seconds, retry_after_seconds)
 # for 3 requests per 6 seconds: T = 2 s, a burst of 3.
@@ -39,7 +29,7 @@ THREE_PER_SIX = [
 
 @pytest.mark.parametrize("steps", [THREE_PER_SIX], ids=["3-per-6s"])
 async def test_memory_store_over_a_stepped_clock(io_loop, steps):
-    clock = SteppedClock()
+    clock = Clock()
     start = clock.now
     store = MemoryStore(clock)
     for offset, allowed, remaining, reset, retry in steps:
@@ -59,7 +49,7 @@ async def test_memory_store_over_a_stepped_clock(io_loop, steps):
     ],
 )
 async def test_memory_store_burst_then_steady_rate(io_loop, limit, window, burst_allowed, then_every):
-    clock = SteppedClock()
+    clock = Clock()
     store = MemoryStore(clock)
     results = [(await store.hit("k", limit, window)).allowed for _ in range(limit + 5)]
     assert results == [True] * burst_allowed + [False] * 5
@@ -69,7 +59,7 @@ async def test_memory_store_burst_then_steady_rate(io_loop, limit, window, burst
 
 
 async def test_memory_store_keys_and_rules_are_independent(io_loop):
-    clock = SteppedClock()
+    clock = Clock()
     store = MemoryStore(clock)
     assert (await store.hit("a", 1, 10.0)).allowed is True
     assert (await store.hit("a", 1, 10.0)).allowed is False
@@ -77,14 +67,14 @@ async def test_memory_store_keys_and_rules_are_independent(io_loop):
 
 
 async def test_memory_store_is_exact_under_concurrency(io_loop):
-    store = MemoryStore(SteppedClock())
+    store = MemoryStore(Clock())
     decisions = await asyncio.gather(*(store.hit("k", 50, 60.0) for _ in range(200)))
     assert sum(decision.allowed for decision in decisions) == 50
     assert sorted(decision.remaining for decision in decisions if decision.allowed) == list(range(50))
 
 
 async def test_memory_store_sweeps_expired_keys(io_loop):
-    clock = SteppedClock()
+    clock = Clock()
     store = MemoryStore(clock, min_sweep_size=100)
     for i in range(99):
         await store.hit(f"old-{i}", 1, 1.0)

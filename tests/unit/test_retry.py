@@ -8,17 +8,10 @@ import pytest
 
 from gateway.config import RetryConfig
 from gateway.upstream.retry import RetryBudget, RetryPolicy
+from tests.support.clock import Clock
 
 HTTP_DATE = "Sun, 06 Nov 1994 08:49:37 GMT"  # RFC 9110's example
 HTTP_DATE_TS = 784111777.0
-
-
-class Clock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FixedRandom(random.Random):
@@ -34,7 +27,7 @@ class FixedRandom(random.Random):
 
 def policy(attempts: int = 3, **overrides: object) -> RetryPolicy:
     config = RetryConfig(attempts=attempts)
-    return RetryPolicy(config, clock=Clock(), rng=random.Random(0), **overrides)  # type: ignore[arg-type]
+    return RetryPolicy(config, clock=Clock(0.0), rng=random.Random(0), **overrides)  # type: ignore[arg-type]
 
 
 # method, attempt, refused, failure, status, replayable -> retried (attempts=3)
@@ -101,7 +94,7 @@ def test_one_attempt_means_no_retry(refused: bool) -> None:
 
 
 def test_on_statuses_come_from_the_config() -> None:
-    retry = RetryPolicy(RetryConfig(attempts=2, on_statuses=(500, 429)), clock=Clock(), rng=random.Random(0))
+    retry = RetryPolicy(RetryConfig(attempts=2, on_statuses=(500, 429)), clock=Clock(0.0), rng=random.Random(0))
     decide = {
         code: retry.should_retry(
             method="GET", attempt=1, refused=False, failure=None, status=code, replayable=True
@@ -130,12 +123,12 @@ BASES = [(1, 0.05), (2, 0.1), (3, 0.2), (4, 0.4), (5, 0.8), (6, 1.0), (10, 1.0)]
 def test_backoff_is_exponential_capped_and_jittered(
     attempt: int, base: float, jitter: str, draw: float, share: float
 ) -> None:
-    retry = RetryPolicy(RetryConfig(attempts=5), clock=Clock(), rng=FixedRandom(draw), jitter=jitter)
+    retry = RetryPolicy(RetryConfig(attempts=5), clock=Clock(0.0), rng=FixedRandom(draw), jitter=jitter)
     assert retry.backoff_seconds(attempt) == pytest.approx(base * share, rel=1e-12, abs=1e-15)
 
 
 def test_backoff_with_a_seeded_rng() -> None:
-    retry = RetryPolicy(RetryConfig(attempts=5), clock=Clock(), rng=random.Random(1234))
+    retry = RetryPolicy(RetryConfig(attempts=5), clock=Clock(0.0), rng=random.Random(1234))
     got = [retry.backoff_seconds(attempt) for attempt in (1, 2, 3, 4, 5, 6)]
     draws = random.Random(1234)
     assert got == [draws.uniform(0.0, base) for base in (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)]
@@ -159,7 +152,7 @@ def test_backoff_with_a_seeded_rng() -> None:
 def test_retry_after_is_honoured_up_to_the_cap(retry_after: str, expected: float) -> None:
     retry = RetryPolicy(
         RetryConfig(attempts=3, backoff_seconds=0.05, max_backoff_seconds=10.0),
-        clock=Clock(),
+        clock=Clock(0.0),
         rng=FixedRandom(0.5),
         wall_clock=lambda: HTTP_DATE_TS - 5.0,
     )
@@ -170,7 +163,7 @@ def test_retry_after_is_honoured_up_to_the_cap(retry_after: str, expected: float
     "retry_after", ["", "soon", "-3", "1.5", "½", "Sun, 06 Nov 1994 08:49:37 -0000", "Mon, 99 Foo"]
 )
 def test_an_invalid_retry_after_falls_back_to_the_backoff(retry_after: str) -> None:
-    retry = RetryPolicy(RetryConfig(attempts=3, backoff_seconds=0.05), clock=Clock(), rng=FixedRandom(0.5))
+    retry = RetryPolicy(RetryConfig(attempts=3, backoff_seconds=0.05), clock=Clock(0.0), rng=FixedRandom(0.5))
     assert retry.backoff_seconds(2, retry_after) == 0.05
 
 
@@ -194,14 +187,14 @@ def outage(retry: RetryPolicy, clock: Clock, requests: int, step_seconds: float)
 def test_budget_caps_retries_at_20_percent_during_an_outage_of_1000_requests(
     attempts: int, retries: int
 ) -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     retry = RetryPolicy(RetryConfig(attempts=attempts), clock=clock, rng=random.Random(0))
     assert outage(retry, clock, 1000, 0.01) == retries  # 100 requests/s for 10 s: one window
     assert (retry.budget.requests, retry.budget.retries) == (1000, 200)
 
 
 def test_budget_holds_over_a_long_outage_in_every_window() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     retry = RetryPolicy(RetryConfig(attempts=3), clock=clock, rng=random.Random(0))
     for window in range(6):  # 60 s at 100 requests/s
         clock.now = window * 10.0
@@ -211,13 +204,13 @@ def test_budget_holds_over_a_long_outage_in_every_window() -> None:
 
 
 def test_budget_floor_lets_a_quiet_upstream_retry() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     retry = RetryPolicy(RetryConfig(attempts=3), clock=clock, rng=random.Random(0))
     assert outage(retry, clock, 5, 1.0) == 10  # 5 requests in 5 s: both retries each, under the floor
 
 
 def test_budget_floor_is_30_retries_per_10_second_window() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     budget = RetryBudget(0.2, clock=clock)
     assert [budget.try_spend() for _ in range(31)] == [True] * 30 + [False]
     clock.now = 9.99
@@ -227,7 +220,7 @@ def test_budget_floor_is_30_retries_per_10_second_window() -> None:
 
 
 def test_refused_tries_spend_the_budget_too() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     retry = RetryPolicy(
         RetryConfig(attempts=2), clock=clock, rng=random.Random(0), min_retries_per_second=0.1
     )
@@ -241,7 +234,7 @@ def test_refused_tries_spend_the_budget_too() -> None:
 
 
 def test_a_retry_refused_by_the_rules_spends_no_token() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     retry = RetryPolicy(RetryConfig(attempts=3), clock=clock, rng=random.Random(0))
     for _ in range(100):
         retry.should_retry(

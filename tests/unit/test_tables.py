@@ -5,8 +5,8 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from gateway import demo, jwks, loader, metrics, proxy, tables
-from gateway.upstream import exchange, retry
+from gateway import demo, jwks, loader, metrics, process, proxy, routing, tables
+from gateway.upstream import exchange, http1, retry
 
 
 def test_every_module_uses_the_one_methods_table() -> None:
@@ -14,6 +14,26 @@ def test_every_module_uses_the_one_methods_table() -> None:
     assert demo.EchoHandler.SUPPORTED_METHODS is tables.PROXIED_METHODS
     assert metrics.KNOWN_METHODS == frozenset(tables.PROXIED_METHODS)
     assert retry.IDEMPOTENT_METHODS is exchange.IDEMPOTENT_METHODS is tables.IDEMPOTENT_METHODS
+
+
+def test_one_multiprocess_variable_and_one_path_parameter_pattern() -> None:
+    assert process.MULTIPROC_ENV is metrics.MULTIPROC_ENV is tables.MULTIPROC_ENV == "PROMETHEUS_MULTIPROC_DIR"
+    assert loader.PATH_PARAM is routing.PATH_PARAM
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("/orders/{id}", ["id"]),
+    ("/a/{x}/b/{_y2}", ["x", "_y2"]),
+    ("/a/{2x}/{}/{x-y}/{ x}", []),
+    ("/files/{name}.json", ["name"]),  # an aggregate part's path: anywhere in a segment
+])
+def test_path_parameters(text: str, names: list[str]) -> None:
+    assert routing.PATH_PARAM.findall(text) == names
+
+
+def test_bodiless_statuses() -> None:
+    assert tables.BODILESS_STATUSES == {204, 304}
+    assert proxy.BODILESS_STATUSES is http1.BODILESS_STATUSES is tables.BODILESS_STATUSES
 
 
 def test_idempotent_methods_are_proxied_ones() -> None:
