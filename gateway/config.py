@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .plugin import Plugin
 
 
 class ConfigError(Exception):
@@ -193,6 +197,17 @@ class RouteConfig:
     timeout_seconds: float | None = None
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
+    plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """One entry of ``plugins:`` (SPEC §7), its plugin already built by the loader."""
+
+    name: str
+    class_path: str  # as written: path/to/file.py:Class or package.module:Class
+    config: Mapping[str, Any]
+    plugin: Plugin = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -213,4 +228,5 @@ class GatewayConfig:
     rate_limit_fail_open: bool = True
     cors: CorsConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from
