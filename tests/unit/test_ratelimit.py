@@ -101,7 +101,7 @@ async def test_memory_store_sweeps_expired_keys(io_loop):
 
 
 @pytest.mark.parametrize(("limit", "window"), [(0, 1.0), (-1, 1.0), (1, 0.0), (1, -5.0)])
-async def test_memory_store_refuses_an_impossible_rule(io_loop, limit, window):
+async def test_an_impossible_rule_is_refused_when_built(io_loop, limit, window):
     with pytest.raises(ValueError, match="rate limit needs requests >= 1 and window_seconds > 0"):
         await MemoryStore().hit("k", GcraRule(limit, window))
 
