@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -195,6 +196,17 @@ class RouteConfig:
     timeout_seconds: float | None = None
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
+    plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """One entry of ``plugins:`` (SPEC §7), its plugin already built by the loader."""
+
+    name: str
+    class_path: str  # as written: path/to/file.py:Class or package.module:Class
+    config: Mapping[str, Any]
+    plugin: Any = field(compare=False, repr=False)  # a gateway.plugin.Plugin: config sits below the plugin API
 
 
 @dataclass(frozen=True)
@@ -215,4 +227,5 @@ class GatewayConfig:
     rate_limit_fail_open: bool = True
     cors: CorsConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from

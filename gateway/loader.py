@@ -34,6 +34,7 @@ from .config import (
     JwtConfig,
     LoggingConfig,
     Origin,
+    PluginConfig,
     RateLimitConfig,
     RetryConfig,
     RouteConfig,
@@ -43,6 +44,7 @@ from .config import (
     UpstreamConfig,
     UpstreamTls,
 )
+from .policies.plugins import PluginLoadError, load_plugin
 from .routing import PATH_PARAM
 from .tables import (
     ASYMMETRIC_ALGORITHMS,
@@ -353,6 +355,7 @@ class _Builder:
     def __init__(self, problems: _Problems, base_dir: str) -> None:
         self.problems = problems
         self.base_dir = base_dir
+        self.plugin_names: set[str] = set()
 
     # --- generic helpers ---
 
@@ -412,11 +415,63 @@ class _Builder:
             "rate_limit_fail_open": ("rate_limit_fail_open", _bool),
             "cors": ("cors", self.section(self.cors, "cors")),
             "logging": ("logging", self.section(self.logging, "logging")),
+            "plugins": ("plugins", self.section(self.plugins, "plugins")),
         })
         auth: AuthConfig = top.get("auth") or AuthConfig()
         upstreams: dict[str, UpstreamConfig] = top.get("upstreams") or {}
         top["routes"] = self.routes(top.get("routes"), "routes", upstreams, auth)
         return GatewayConfig(source=source, **top)
+
+    def plugins(self, raw: Any, path: str) -> tuple[PluginConfig, ...]:
+        """``plugins:``, each plugin built with its config (SPEC §7). A plugin that cannot be
+        imported or built is a problem at its entry's ``class`` or ``config``."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.problems.add(path, f"expected a list of plugins, got {_kind(raw)}")
+            return ()
+        out: list[PluginConfig] = []
+        names: dict[str, int] = {}
+        for i, item in enumerate(raw):
+            where = _join(path, i)
+            kw = self.fields(item, where, {
+                "name": ("name", _str()), "class": ("class_path", _str()), "config": ("config", self.plugin_config),
+            }, required=("name", "class"))
+            if "name" not in kw or "class_path" not in kw:
+                continue
+            name = kw["name"]
+            if name in names:
+                self.problems.add(_join(where, "name"), f"duplicate plugin name '{name}' (also {path}[{names[name]}])")
+                continue
+            names[name] = i
+            self.plugin_names.add(name)  # known to routes even when it fails to load (reported once, here)
+            if any(p.startswith(_join(where, "config")) for p in self.problems):
+                continue
+            config = kw.get("config", {})
+            try:
+                plugin = load_plugin(kw["class_path"], config, self.base_dir)
+            except PluginLoadError as exc:
+                self.problems.add(_join(where, exc.field), str(exc))
+                continue
+            out.append(PluginConfig(name=name, class_path=kw["class_path"], config=config, plugin=plugin))
+        return tuple(out)
+
+    def plugin_config(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _Invalid(f"expected a mapping, got {_kind(value)}")
+        return value
+
+    def route_plugins(self, value: Any) -> tuple[str, ...]:
+        names = _str_list()(value)
+        for name in names:
+            if name not in self.plugin_names:
+                known = ", ".join(sorted(self.plugin_names)) or "none are configured"
+                raise _Invalid(f"unknown plugin '{name}' (plugins: {known})")
+        if len(set(names)) != len(names):
+            raise _Invalid("lists a plugin twice")
+        return names
 
     def server(self, raw: Any, path: str) -> ServerConfig:
         kw = self.fields(raw, path, {
@@ -723,6 +778,7 @@ class _Builder:
             "timeout": ("timeout_seconds", _seconds()),
             "cors": ("cors", self.section(self.cors, _join(path, "cors"))),
             "aggregate": ("aggregate", lambda v: self.aggregate(v, _join(path, "aggregate"), upstreams)),
+            "plugins": ("plugins", self.route_plugins),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None

@@ -41,6 +41,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Seconds; from a fast cache hit to the longest upstream timeouts people configure.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Seconds a plugin's on_request/on_response takes: from a header stamp (µs) to a call it waits on.
+PLUGIN_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                  2.5)
 # Methods the gateway serves; anything else is counted as OTHER so a client cannot mint label values.
 KNOWN_METHODS = frozenset(PROXIED_METHODS)
 
@@ -89,7 +92,11 @@ class Metrics:
         self.jwks_refresh = Counter(
             "gateway_jwks_refresh_total", "JWKS fetches, by result (success | failure).",
             ("result",), registry=registry)
+        self.plugin_duration = Histogram(
+            "gateway_plugin_duration_seconds", "Time spent in a plugin's on_request and on_response, by plugin.",
+            ("plugin",), buckets=PLUGIN_BUCKETS, registry=registry)
         self._requests: dict[tuple[str, str, int], Any] = {}
+        self._plugins: dict[str, Any] = {}
         self._durations: dict[str, Any] = {}
         self._upstreams: dict[tuple[str, str], Any] = {}
         self._retries: dict[str, Any] = {}
@@ -123,6 +130,13 @@ class Metrics:
         if child is None:
             child = self._retries[upstream] = self.retries.labels(upstream)
         child.inc()
+
+    def plugin_time(self, plugin: str, seconds: float) -> None:
+        """One call into a plugin (on_request or on_response) took ``seconds``."""
+        child = self._plugins.get(plugin)
+        if child is None:
+            child = self._plugins[plugin] = self.plugin_duration.labels(plugin)
+        child.observe(seconds)
 
     def rate_limit_refused(self, route: str) -> None:
         self.rate_limited.labels(route).inc()

@@ -8,8 +8,11 @@ the ``HTTPMessageDelegate`` Tornado's ``HTTP1Connection`` calls directly: the
 headers (policy runs before any body byte is read), the body chunks (with flow
 control), the end of the request, a closed connection.
 
-The policy order is written once, in :meth:`ProxyRequest.admit`: request id →
-route → CORS preflight → auth → scopes → rate limit → body rules → forward.
+The policy order is written once, in :data:`gateway.policies.ORDER`: request id →
+route → CORS preflight → auth → scopes → rate limit → body rules → plugins →
+forward. :meth:`ProxyRequest.admit` runs the route's compiled steps and acts on
+what they return or record (an answer, header changes, the body's way); it
+decides nothing itself.
 
 The response-started line: until the first byte of an answer goes to the
 client, a failure renders the JSON error of SPEC §4 and a retry may happen
@@ -37,7 +40,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
@@ -48,19 +51,17 @@ from .errors import (
     BadGateway,
     BodyTooLarge,
     GatewayError,
-    HeadersTooLarge,
     InternalError,
     MethodNotAllowed,
-    MissingToken,
     NoHealthyUpstream,
-    RateLimited,
     RequestTimeout,
-    UriTooLong,
     render_error,
 )
 from .framing import CHUNKED, body_length, request_host
-from .headers import Fields, request_id_from, single_value, tornado_headers, traceparent_from
-from .jsonbody import JsonBodyCheck, is_json_media_type
+from .headers import Fields, request_id_from, tornado_headers, traceparent_from
+from .jsonbody import JsonBodyCheck
+from .policies import BodyMode, Reply, Request, Response, run_request_steps, run_response_steps
+from .policies.route import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES
 from .runtime import RoutePlan, Runtime, RuntimeHolder
 from .tables import BODILESS_STATUSES, PROXIED_METHODS
 from .upstream.body import BodyStream
@@ -73,8 +74,6 @@ __all__ = ["MainListener", "ProxyRequest", "MAX_REQUEST_LINE_BYTES", "MAX_HEADER
 
 log = logging.getLogger("gateway")
 
-MAX_REQUEST_LINE_BYTES = 8 * 1024
-MAX_HEADER_BYTES = 64 * 1024
 SUPPORTED_METHODS = PROXIED_METHODS
 
 
@@ -94,6 +93,7 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     runtime: Runtime
     headers: httputil.HTTPHeaders
     plan: RoutePlan | None = None
+    view: Request | None = None  # what the policy steps see and record on, made by admit()
     method = "GET"
     path = ""
     query = ""
@@ -115,7 +115,6 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     _forwarding: asyncio.Future[None] | None = None
     _relaying: asyncio.Future[None] | None = None
     _request: GatewayRequest | None = None  # the upstream request while it is being forwarded
-    _forwarded_for = ""  # the X-Forwarded-For to send, worked out once by admit()
     _body_limit = 0
     declared_length = 0  # the body's: 0 for none, CHUNKED (-1) when chunked; checked by gateway.framing
     _unread_body = False  # a body follows the headers and is not wanted: answer with Connection: close
@@ -226,64 +225,35 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
             self._bug()
 
     async def admit(self) -> None:
-        """The policy steps, in order. Raises a GatewayError to refuse the request."""
-        ctx, runtime, headers, method = self.ctx, self.runtime, self.headers, self.method
-        if method not in SUPPORTED_METHODS:
-            raise MethodNotAllowed(SUPPORTED_METHODS)
-        if len(self.uri) + len(method) + 10 > MAX_REQUEST_LINE_BYTES:
-            raise UriTooLong()
-        if sum(len(k) + len(v) + 4 for k, v in headers.get_all()) > MAX_HEADER_BYTES:
-            raise HeadersTooLarge()
-        self._forwarded_for, ctx.client_ip = runtime.trusted_proxies.forwarded_for(
-            self.remote_ip, headers.get("X-Forwarded-For"))
-        preflight_method = headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
-        match = runtime.routes.match(preflight_method or method, self.host, self.path)
-        ctx.match = match
-        plan = self.plan = runtime.plans[match.route.name]
-        route = match.route
-        origin = headers.get("Origin")
-        if plan.cors is not None:
-            cors = plan.cors
-            if origin and preflight_method and cors.is_preflight(method, headers):
-                allowed = cors.preflight_headers(origin, preflight_method,
-                                                 headers.get("Access-Control-Request-Headers"))
-                self.respond(204, httputil.HTTPHeaders(allowed or {}))
-                return
-            ctx.response_headers.update(cors.response_headers(origin))
-        authenticator = runtime.authenticator
-        if route.auth != "none" and authenticator is not None:
-            ctx.identity = await authenticator.authenticate(single_value(headers, "Authorization"))
-            if ctx.identity is None:
-                if route.auth == "required":
-                    raise MissingToken()
-            elif route.scopes:
-                authenticator.check_scopes(ctx.identity, route.scopes)
-        if route.rate_limit is not None and runtime.rate_limits is not None:
-            key = plan.limit_key(ctx.subject, ctx.client_ip, headers)
-            decision = await runtime.rate_limits.hit(key, route.rate_limit.requests, route.rate_limit.window_seconds)
-            ctx.response_headers.update(decision.headers())
-            if not decision.allowed:
-                self.holder.metrics.rate_limit_refused(route.name)
-                raise RateLimited()
-        self.admit_body(plan)
-
-    def admit_body(self, plan: RoutePlan) -> None:
-        """Choose how the body travels: none, buffered (replayable) or streamed."""
-        length = self.declared_length
-        if length == 0:
+        """The policy steps, in order (:data:`gateway.policies.ORDER`): the route step, then the
+        route's own; an answer one of them gives is sent. Raises a GatewayError to refuse the request."""
+        view = self.view = Request(self.method, self.uri, self.path, self.query, self.host, self.remote_ip,
+                                   self.headers, self.ctx, self.declared_length)
+        self.runtime.route_step.on_request(view)
+        plan = self.plan = cast(RoutePlan, view.plan)  # the route step records one of the runtime's plans
+        if plan is None:  # the route step records one or raises
+            raise InternalError()
+        answer = await run_request_steps(plan.steps, view)
+        if answer is not None:
+            self.reply(answer)
             return
-        limit = self._body_limit = self.runtime.server.max_body_bytes
-        if length > limit:
-            raise BodyTooLarge(f"request body is {length} bytes; the limit is {limit}")
-        streamable = self.method in ("POST", "PUT", "PATCH") or length >= 0
+        self.admit_body(view)
+
+    def admit_body(self, view: Request) -> None:
+        """Set the body's way up as the body step decided it: none, buffered (replayable) or streamed."""
+        mode = view.body_mode
+        if mode == BodyMode.NONE:
+            return
+        self._body_limit = view.body_limit
         self._watch_body()
-        if plan.route.validate_json or not streamable or 0 <= length <= plan.replay_buffer_bytes:
+        if mode == BodyMode.BUFFER:
             self._body_chunks = []
-            if plan.route.validate_json and is_json_media_type(self.headers.get("Content-Type", "")):
+            if view.json_check:
                 self._json_check = JsonBodyCheck()
             return
         # The forward starts with the first body byte (data_received): a body whose framing is
         # broken from its start never reaches the upstream.
+        length = self.declared_length
         self._body_stream = BodyStream(None if length == CHUNKED else length)
 
     def _watch_body(self) -> None:
@@ -393,9 +363,12 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
     def upstream_headers(self, plan: RoutePlan) -> Fields:
         """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added
         (the plan drops the client's copies of all of these)."""
-        ctx, request_headers = self.ctx, self.headers
+        ctx, view = self.ctx, self.view
+        if view is None:  # only an admitted request is forwarded
+            raise InternalError()
+        request_headers = view.upstream_source()
         headers = plan.request_headers.apply(request_headers.get_all())
-        headers += (("X-Forwarded-For", self._forwarded_for), ("X-Forwarded-Proto", self.protocol),
+        headers += (("X-Forwarded-For", view.forwarded_for), ("X-Forwarded-Proto", self.protocol),
                     ("X-Forwarded-Host", self.host))
         if ctx.match is not None and ctx.match.stripped_prefix:
             headers.append(("X-Forwarded-Prefix", ctx.match.stripped_prefix))
@@ -425,7 +398,8 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         out = tornado_headers(self.plan.response_headers.apply(headers))  # type: ignore[union-attr]
         if status == 204 and "Content-Length" in out:
             del out["Content-Length"]  # RFC 9110 §8.6: never on a 204 (a 304 may keep it: the representation's)
-        self.stamp(out)
+        if not self.stamp(status, out):
+            raise InternalError()  # a plugin's on_response raised (logged): answered 500 instead
         self.out = out
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None:
@@ -438,19 +412,29 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
 
     # --- answering ---
 
-    def stamp(self, out: httputil.HTTPHeaders) -> None:
-        """Add what every answer carries: X-Request-Id and the context's headers (rate-limit, CORS),
-        a ``Vary`` merged with one already there."""
+    def stamp(self, status: int, out: httputil.HTTPHeaders) -> bool:
+        """Add what every answer carries: X-Request-Id, then the changes of the steps whose
+        ``on_response`` is due (CORS, rate-limit headers, plugins). False when a plugin raised
+        there (logged): the answer must then be a 500."""
         if self.ctx.request_id:
             out["X-Request-Id"] = self.ctx.request_id
-        for name, value in self.ctx.response_headers.items():
-            if name == "Vary" and "Vary" in out:
-                value = _merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
-            out[name] = value
+        view = self.view
+        if view is None or not view.passed or view.plan is None or not view.plan.responders:
+            return True
+        return run_response_steps(view, Response(status, out))
+
+    def reply(self, answer: Reply) -> None:
+        """Send the answer a step gave instead of the upstream's."""
+        if answer.problem is not None:
+            self.fail(answer.problem)
+        else:
+            self.respond(answer.status, tornado_headers(answer.headers.items()), answer.body)
 
     def respond(self, status: int, out: httputil.HTTPHeaders, body: bytes = b"") -> None:
         """A whole answer made by the gateway (not relayed), stamped."""
-        self.stamp(out)
+        if not self.stamp(status, out):
+            self.fail(InternalError())
+            return
         self._answer(status, out, body)
 
     def fail(self, error: GatewayError) -> None:
@@ -470,10 +454,11 @@ class ProxyRequest(httputil.HTTPMessageDelegate, ForwardEvents):
         if error.log_message is not None:
             log.log(logging.WARNING if error.status >= 500 else logging.INFO, "request_id=%s %d %s: %s",
                     self.ctx.request_id, error.status, error.code, error.log_message)
-        out = httputil.HTTPHeaders()
-        out["Content-Type"] = "application/json"
-        out["Cache-Control"] = "no-store"
-        self.stamp(out)
+        out = _error_headers()
+        if not self.stamp(error.status, out):  # a plugin's on_response raised (logged); no plugin runs again
+            error = InternalError()
+            out = _error_headers()
+            self.stamp(error.status, out)
         for name, value in error.headers.items():
             out[name] = value
         self._answer(error.status, out, render_error(error, self.ctx.request_id))
@@ -635,11 +620,8 @@ def _nodelay_pinned(value: bool) -> None:
     pass
 
 
-def _merge_vary(existing: list[str], added: str) -> str:
-    """One ``Vary`` value: the upstream's fields, then those of ``added`` it lacks
-    (field names compare case-insensitively; ``*`` already varies on everything)."""
-    fields = [f.strip() for line in existing for f in line.split(",") if f.strip()]
-    if "*" not in fields:
-        seen = {f.lower() for f in fields}
-        fields += [f.strip() for f in added.split(",") if f.strip() and f.strip().lower() not in seen]
-    return ", ".join(fields)
+def _error_headers() -> httputil.HTTPHeaders:
+    out = httputil.HTTPHeaders()
+    out["Content-Type"] = "application/json"
+    out["Cache-Control"] = "no-store"
+    return out

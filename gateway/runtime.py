@@ -1,8 +1,9 @@
 """Runtime: everything one configuration compiles to, built once and swapped whole on reload.
 
-A :class:`Runtime` holds the route table, one :class:`RoutePlan` per route
-(header plans, CORS policy, limits and timeouts resolved), the upstream pools,
-the authenticator and the rate-limit store. Request handlers read
+A :class:`Runtime` holds the route step (:class:`~gateway.policies.route.RouteStep`:
+the route table), one :class:`RoutePlan` per route (its policy steps compiled in
+:data:`gateway.policies.ORDER`, header plans, timeouts resolved), the upstream
+pools, the authenticator, the plugins and the rate-limit store. Request handlers read
 ``holder.runtime`` once at admission and keep that object, so a reload never
 changes the rules under a request in flight.
 """
@@ -19,9 +20,12 @@ from tornado.httpclient import AsyncHTTPClient
 from .aggregate import AggregatePlan
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
-from .cors import CorsPolicy
-from .headers import FORWARDING_HEADERS, STRIPPED_FROM_CLIENTS, HeaderPlan, TrustedProxies
-from .ratelimit import LimitKey, RateLimitStore, build_store
+from .headers import HeaderPlan, TrustedProxies
+from .policies import Step
+from .policies.build import StepBuilder
+from .policies.headers import HeaderRules
+from .policies.ratelimit import LimitKey, RateLimitStore, build_store
+from .policies.route import RouteStep
 from .routing import RouteTable
 from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
@@ -44,11 +48,10 @@ class RoutePlan:
     pool: UpstreamPool | None
     request_headers: HeaderPlan
     response_headers: HeaderPlan
-    cors: CorsPolicy | None
     timeouts: Timeouts
     ssl_context: ssl.SSLContext | None
-    replay_buffer_bytes: int
-    limit_key: LimitKey  # the route's rate_limit.key (an unused ip key when it has no rate limit)
+    steps: tuple[Step, ...]  # the policy steps after the route, in ORDER
+    responders: tuple[tuple[int, Step], ...]  # those of them with an on_response, by index
     aggregate: AggregatePlan | None = None
     request: GatewayRequest | None = None  # the template each forwarded request derives from (None: no upstream)
 
@@ -64,6 +67,7 @@ class Runtime:
         on_target_change: Callable[[str, Target], None] | None = None,
         on_jwks_refresh: Callable[[str], None] | None = None,
         on_rate_limit_degraded: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._on_rate_limit_degraded = on_rate_limit_degraded
         self.config = config
@@ -94,12 +98,11 @@ class Runtime:
             self.pools[name] = old if old is not None and old.config == upstream and old.ssl_context is context \
                 else UpstreamPool(upstream, ssl_context=context, on_state_change=_for_upstream(on_target_change, name))
         self._ssl = {name: pool.ssl_context for name, pool in self.pools.items() if pool.ssl_context is not None}
-        global_cors = CorsPolicy(config.cors) if config.cors is not None else None
-        identity_headers = self.authenticator.identity_header_names if self.authenticator else ()
-        gateway_set = (*FORWARDING_HEADERS, *identity_headers)
-        drop_upstream = (*gateway_set, *STRIPPED_FROM_CLIENTS)
-        if self.authenticator is not None and not self.authenticator.forward_authorization:
-            drop_upstream = (*drop_upstream, "authorization")
+        header_rules = HeaderRules(self.authenticator)
+        builder = StepBuilder(
+            config.server, config.cors, self.authenticator, {p.name: p.plugin for p in config.plugins},
+            on_rate_limited=metrics.rate_limit_refused if metrics is not None else None,
+            on_plugin_time=metrics.plugin_time if metrics is not None else None)
         self.plans: dict[str, RoutePlan] = {}
         for route in config.routes:
             target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
@@ -109,23 +112,24 @@ class Runtime:
                 request_seconds=route.timeout_seconds or (target_upstream.request_timeout_seconds if target_upstream else 30.0),
             )
             ssl_context = self._ssl.get(route.upstream) if route.upstream else None
+            steps, responders = builder.build(
+                route, limit_key, target_upstream.retry.replay_buffer_bytes if target_upstream else 0)
             self.plans[route.name] = RoutePlan(
                 route=route,
                 pool=self.pools.get(route.upstream) if route.upstream else None,
-                request_headers=HeaderPlan(route.request_headers, drop_upstream, reserved=gateway_set,
-                                           fold_underscores=True,
-                                           guarded=(limit_key.header,) if limit_key.header else ()),
-                response_headers=HeaderPlan(route.response_headers),
-                cors=CorsPolicy(route.cors) if route.cors is not None else global_cors,
+                request_headers=header_rules.request_plan(route, limit_key.header),
+                response_headers=header_rules.response_plan(route),
                 timeouts=timeouts,
                 ssl_context=ssl_context,
-                replay_buffer_bytes=target_upstream.retry.replay_buffer_bytes if target_upstream else 0,
-                limit_key=limit_key,
+                steps=steps,
+                responders=responders,
                 aggregate=AggregatePlan(route, self.pools, config.upstreams, self._ssl) if route.aggregate else None,
                 request=template(connect_timeout=timeouts.connect_seconds, request_timeout=timeouts.request_seconds,
                                  ssl_context=ssl_context, max_idle=target_upstream.max_idle_connections)
                 if target_upstream is not None else None,
             )
+        self.route_step = RouteStep(self.routes, self.plans, self.trusted_proxies)
+        self._rate_limit_steps = tuple(builder.rate_limit_steps)
 
     async def start(self) -> None:
         """Build the rate-limit store; start background work: health checks and key refresh."""
@@ -133,6 +137,8 @@ class Runtime:
             self.rate_limits = self._inherited_store or build_store(
                 self.config.rate_limit_store, fail_open=self.config.rate_limit_fail_open,
                 on_degraded=self._on_rate_limit_degraded)
+        for step in self._rate_limit_steps:
+            step.store = self.rate_limits
         for pool in self.pools.values():
             await pool.start()
         if self.authenticator is not None:

@@ -224,7 +224,7 @@ class GatewayServer:
         try:
             return Runtime(config, previous=previous,
                            on_target_change=self._target_changed, on_jwks_refresh=self.metrics.jwks_refreshed,
-                           on_rate_limit_degraded=self.metrics.rate_limit_degraded)
+                           on_rate_limit_degraded=self.metrics.rate_limit_degraded, metrics=self.metrics)
         except (OSError, ssl.SSLError, ValueError) as exc:  # unreadable key or certificate files
             raise ConfigError([f"{config.source or 'config'}: {exc}"]) from exc
 

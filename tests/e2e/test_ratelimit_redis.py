@@ -1,4 +1,4 @@
-"""gateway.ratelimit_redis against a real redis-server: exactness, sharing, expiry, outages."""
+"""gateway.policies.ratelimit_redis against a real redis-server: exactness, sharing, expiry, outages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.errors import ServiceUnavailable
-from gateway.ratelimit import Decision, build_store
-from gateway.ratelimit_redis import KEY_PREFIX, RedisStore
+from gateway.policies.gcra import Decision, GcraRule
+from gateway.policies.ratelimit import build_store
+from gateway.policies.ratelimit_redis import KEY_PREFIX, RedisStore
 
 pytest_plugins = ["tests.support.redis_server"]
 pytestmark = pytest.mark.redis
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.redis
 TIMEOUT = 0.1
 # A hit may take its timeout plus scheduling noise on a busy CI machine, never more.
 MAX_DEGRADED_SECONDS = TIMEOUT + 0.25
-LOGGER = "gateway.ratelimit_redis"
+LOGGER = "gateway.policies.ratelimit_redis"
 
 
 class Counter:
@@ -32,14 +33,14 @@ class Counter:
 
 async def timed_hit(store: RedisStore, key: str, limit: int = 5, window: float = 60.0) -> tuple[Decision, float]:
     started = time.monotonic()
-    decision = await store.hit(key, limit, window)
+    decision = await store.hit(key, GcraRule(limit, window))
     return decision, time.monotonic() - started
 
 
 async def test_exact_under_concurrency(io_loop, redis_url):
     store = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
     try:
-        decisions = await asyncio.gather(*(store.hit("burst", 50, 60.0) for _ in range(200)))
+        decisions = await asyncio.gather(*(store.hit("burst", GcraRule(50, 60.0)) for _ in range(200)))
     finally:
         await store.close()
     assert sum(decision.allowed for decision in decisions) == 50
@@ -53,11 +54,11 @@ async def test_two_instances_share_one_budget_exactly(io_loop, redis_url):
     first = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
     second = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
     try:
-        hits = [store.hit("shared", 50, 60.0) for _ in range(100) for store in (first, second)]
+        hits = [store.hit("shared", GcraRule(50, 60.0)) for _ in range(100) for store in (first, second)]
         decisions = await asyncio.gather(*hits)
         assert sum(decision.allowed for decision in decisions) == 50
-        assert (await first.hit("shared", 50, 60.0)).allowed is False
-        assert (await second.hit("other", 50, 60.0)).remaining == 49
+        assert (await first.hit("shared", GcraRule(50, 60.0))).allowed is False
+        assert (await second.hit("other", GcraRule(50, 60.0))).remaining == 49
     finally:
         await first.close()
         await second.close()
@@ -67,15 +68,15 @@ async def test_keys_expire_when_the_budget_is_whole_again(io_loop, redis_url):
     store = RedisStore(redis_url, fail_open=False, timeout_seconds=2.0)
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await store.hit("ttl", 4, 2.0)  # T = 0.5 s
+        await store.hit("ttl", GcraRule(4, 2.0))  # T = 0.5 s
         assert 0 < await client.pttl(KEY_PREFIX + "ttl") <= 500
         for _ in range(3):
-            await store.hit("ttl", 4, 2.0)
+            await store.hit("ttl", GcraRule(4, 2.0))
         assert 1500 < await client.pttl(KEY_PREFIX + "ttl") <= 2000
-        assert (await store.hit("ttl", 4, 2.0)).allowed is False
+        assert (await store.hit("ttl", GcraRule(4, 2.0))).allowed is False
         assert 1500 < await client.pttl(KEY_PREFIX + "ttl") <= 2000  # a refusal does not extend it
 
-        await store.hit("short", 1, 0.1)
+        await store.hit("short", GcraRule(1, 0.1))
         assert await client.exists(KEY_PREFIX + "short") == 1
         await asyncio.sleep(0.2)
         assert await client.exists(KEY_PREFIX + "short") == 0
@@ -89,7 +90,7 @@ async def test_build_store_gives_a_redis_store(io_loop, redis_url):
     store = build_store(redis_url, fail_open=False)
     try:
         assert isinstance(store, RedisStore)
-        assert await store.hit("k", 2, 1.0) == Decision(True, 2, 1, 0.5, 0.0)
+        assert await store.hit("k", GcraRule(2, 1.0)) == Decision(True, 2, 1, 0.5, 0.0)
     finally:
         await store.close()
 
@@ -99,7 +100,7 @@ async def test_fail_open_lets_requests_through_and_counts_them(io_loop, redis_se
     store = RedisStore(redis_server.url, fail_open=True, timeout_seconds=TIMEOUT, on_degraded=degraded)
     caplog.set_level(logging.INFO, logger=LOGGER)
     try:
-        assert (await store.hit("k", 5, 60.0)).remaining == 4
+        assert (await store.hit("k", GcraRule(5, 60.0))).remaining == 4
         redis_server.kill()
         for _ in range(5):
             decision, elapsed = await timed_hit(store, "k")
@@ -119,11 +120,11 @@ async def test_fail_open_lets_requests_through_and_counts_them(io_loop, redis_se
             "rate limit store: Redis answers again; limiting resumed"
         ]
         for _ in range(4):
-            await store.hit("k", 5, 60.0)
-        assert (await store.hit("k", 5, 60.0)).allowed is False
+            await store.hit("k", GcraRule(5, 60.0))
+        assert (await store.hit("k", GcraRule(5, 60.0))).allowed is False
 
         redis_server.kill()  # a second outage is logged again
-        assert (await store.hit("k", 5, 60.0)).allowed is True
+        assert (await store.hit("k", GcraRule(5, 60.0))).allowed is True
         assert len([record for record in caplog.records if record.levelno == logging.WARNING]) == 2
     finally:
         await store.close()
@@ -134,12 +135,12 @@ async def test_fail_closed_raises_service_unavailable(io_loop, redis_server, cap
     store = RedisStore(redis_server.url, fail_open=False, timeout_seconds=TIMEOUT, on_degraded=degraded)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     try:
-        assert (await store.hit("k", 5, 60.0)).allowed is True
+        assert (await store.hit("k", GcraRule(5, 60.0))).allowed is True
         redis_server.kill()
         for _ in range(3):
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable) as raised:
-                await store.hit("k", 5, 60.0)
+                await store.hit("k", GcraRule(5, 60.0))
             assert time.monotonic() - started < MAX_DEGRADED_SECONDS
             assert (raised.value.status, raised.value.code) == (503, "service_unavailable")
         assert degraded.count == 0  # a refused request is counted by its 503, not as degraded
@@ -147,7 +148,7 @@ async def test_fail_closed_raises_service_unavailable(io_loop, redis_server, cap
         assert "refusing requests with 503" in caplog.records[0].getMessage()
 
         redis_server.start()
-        assert (await store.hit("k", 5, 60.0)).remaining == 4
+        assert (await store.hit("k", GcraRule(5, 60.0))).remaining == 4
     finally:
         await store.close()
 
@@ -157,11 +158,11 @@ async def test_a_restart_between_hits_costs_no_request(io_loop, redis_server, ca
     store = RedisStore(redis_server.url, fail_open=False, timeout_seconds=TIMEOUT, on_degraded=degraded)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     try:
-        await asyncio.gather(*(store.hit("k", 100, 60.0) for _ in range(20)))  # several pooled connections
+        await asyncio.gather(*(store.hit("k", GcraRule(100, 60.0)) for _ in range(20)))  # several pooled connections
         redis_server.restart()
         await asyncio.sleep(0.05)  # the loop sees the old connections close, as a serving gateway would
         # Dead pooled connections are replaced before use; the script is loaded again.
-        assert (await store.hit("k", 100, 60.0)).remaining == 99
+        assert (await store.hit("k", GcraRule(100, 60.0))).remaining == 99
         assert caplog.records == []
     finally:
         await store.close()
@@ -172,22 +173,22 @@ async def test_a_hung_redis_costs_one_timeout_per_hit(io_loop, redis_server, fai
     degraded = Counter()
     store = RedisStore(redis_server.url, fail_open=fail_open, timeout_seconds=TIMEOUT, on_degraded=degraded)
     try:
-        assert (await store.hit("before", 5, 60.0)).allowed is True
+        assert (await store.hit("before", GcraRule(5, 60.0))).allowed is True
         redis_server.pause()  # connections are accepted by the kernel, nothing answers
         try:
             for _ in range(3):
                 started = time.monotonic()
                 if fail_open:
-                    assert (await store.hit("during", 5, 60.0)).allowed is True
+                    assert (await store.hit("during", GcraRule(5, 60.0))).allowed is True
                 else:
                     with pytest.raises(ServiceUnavailable):
-                        await store.hit("during", 5, 60.0)
+                        await store.hit("during", GcraRule(5, 60.0))
                 assert TIMEOUT * 0.9 <= time.monotonic() - started < MAX_DEGRADED_SECONDS
         finally:
             redis_server.resume()
         assert degraded.count == (3 if fail_open else 0)
         # Hits abandoned at the deadline leave no stale reply behind: answers match again.
-        results = [await store.hit("after", 3, 60.0) for _ in range(4)]
+        results = [await store.hit("after", GcraRule(3, 60.0)) for _ in range(4)]
         assert [(decision.allowed, decision.remaining) for decision in results] == [
             (True, 2), (True, 1), (True, 0), (False, 0)
         ]
@@ -199,11 +200,11 @@ async def test_concurrent_hits_during_an_outage_all_return(io_loop, redis_server
     degraded = Counter()
     store = RedisStore(redis_server.url, fail_open=True, timeout_seconds=TIMEOUT, on_degraded=degraded)
     try:
-        await store.hit("k", 50, 60.0)
+        await store.hit("k", GcraRule(50, 60.0))
         redis_server.pause()
         try:
             started = time.monotonic()
-            decisions = await asyncio.gather(*(store.hit("k", 50, 60.0) for _ in range(200)))
+            decisions = await asyncio.gather(*(store.hit("k", GcraRule(50, 60.0)) for _ in range(200)))
             elapsed = time.monotonic() - started
         finally:
             redis_server.resume()

@@ -39,7 +39,7 @@ START_SECONDS = 20.0
 # RedisStore gives up on a hit after 0.5 s (measured: 0.50 s on an idle machine, up to 2 s with the
 # CPUs oversubscribed); a degraded answer may take that plus scheduling noise, never more: no hang.
 DEGRADED_ANSWER_SECONDS = 2.5
-STORE_LOGGER = "gateway.ratelimit_redis"
+STORE_LOGGER = "gateway.policies.ratelimit_redis"
 
 
 def free_port() -> int:

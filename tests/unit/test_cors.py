@@ -1,4 +1,4 @@
-"""gateway.cors: preflight detection, preflight answers and actual-response headers, as tables."""
+"""gateway.policies.cors: preflight detection, preflight answers and actual-response headers, as tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from tornado.httputil import HTTPHeaders
 
 from gateway.config import CorsConfig
-from gateway.cors import CorsPolicy
+from gateway.policies.cors import CorsPolicy
 
 APP = "https://app.example.com"
 

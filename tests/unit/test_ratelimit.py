@@ -1,4 +1,4 @@
-"""gateway.ratelimit: GCRA in the memory store over a stepped clock, the headers, the keys."""
+"""gateway.policies.ratelimit: GCRA in the memory store over a stepped clock, the headers, the keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from tornado.httputil import HTTPHeaders
 
 from gateway.errors import BadRequest
-from gateway.ratelimit import Decision, LimitKey, MemoryStore, build_store, gcra_parameters
+from gateway.policies.gcra import Decision, GcraRule, gcra_parameters
+from gateway.policies.ratelimit import LimitKey, MemoryStore, build_store
 from tests.support.clock import Clock
 
 # (seconds since the first hit, expected allowed, remaining, reset_seconds, retry_after_seconds)
@@ -34,7 +35,7 @@ async def test_memory_store_over_a_stepped_clock(io_loop, steps):
     store = MemoryStore(clock)
     for offset, allowed, remaining, reset, retry in steps:
         clock.now = start + offset
-        decision = await store.hit("k", 3, 6.0)
+        decision = await store.hit("k", GcraRule(3, 6.0))
         assert decision == Decision(allowed, 3, remaining, reset, retry), f"at +{offset}s"
 
 
@@ -51,24 +52,24 @@ async def test_memory_store_over_a_stepped_clock(io_loop, steps):
 async def test_memory_store_burst_then_steady_rate(io_loop, limit, window, burst_allowed, then_every):
     clock = Clock()
     store = MemoryStore(clock)
-    results = [(await store.hit("k", limit, window)).allowed for _ in range(limit + 5)]
+    results = [(await store.hit("k", GcraRule(limit, window))).allowed for _ in range(limit + 5)]
     assert results == [True] * burst_allowed + [False] * 5
     clock.now += then_every
-    assert (await store.hit("k", limit, window)).allowed is True
-    assert (await store.hit("k", limit, window)).allowed is False
+    assert (await store.hit("k", GcraRule(limit, window))).allowed is True
+    assert (await store.hit("k", GcraRule(limit, window))).allowed is False
 
 
 async def test_memory_store_keys_and_rules_are_independent(io_loop):
     clock = Clock()
     store = MemoryStore(clock)
-    assert (await store.hit("a", 1, 10.0)).allowed is True
-    assert (await store.hit("a", 1, 10.0)).allowed is False
-    assert (await store.hit("b", 1, 10.0)).allowed is True
+    assert (await store.hit("a", GcraRule(1, 10.0))).allowed is True
+    assert (await store.hit("a", GcraRule(1, 10.0))).allowed is False
+    assert (await store.hit("b", GcraRule(1, 10.0))).allowed is True
 
 
 async def test_memory_store_is_exact_under_concurrency(io_loop):
     store = MemoryStore(Clock())
-    decisions = await asyncio.gather(*(store.hit("k", 50, 60.0) for _ in range(200)))
+    decisions = await asyncio.gather(*(store.hit("k", GcraRule(50, 60.0)) for _ in range(200)))
     assert sum(decision.allowed for decision in decisions) == 50
     assert sorted(decision.remaining for decision in decisions if decision.allowed) == list(range(50))
 
@@ -77,22 +78,22 @@ async def test_memory_store_sweeps_expired_keys(io_loop):
     clock = Clock()
     store = MemoryStore(clock, min_sweep_size=100)
     for i in range(99):
-        await store.hit(f"old-{i}", 1, 1.0)
+        await store.hit(f"old-{i}", GcraRule(1, 1.0))
     assert len(store) == 99
     clock.now += 1.0  # every old key's budget is whole again
-    await store.hit("new-0", 1, 1.0)  # the 100th key triggers a sweep
+    await store.hit("new-0", GcraRule(1, 1.0))  # the 100th key triggers a sweep
     assert len(store) == 1
     for i in range(1, 150):
-        await store.hit(f"new-{i}", 1, 1.0)
+        await store.hit(f"new-{i}", GcraRule(1, 1.0))
     # Live keys are never swept: 150 live, the next sweep waits until 200.
     assert len(store) == 150
-    assert (await store.hit("new-0", 1, 1.0)).allowed is False
+    assert (await store.hit("new-0", GcraRule(1, 1.0))).allowed is False
 
 
 @pytest.mark.parametrize(("limit", "window"), [(0, 1.0), (-1, 1.0), (1, 0.0), (1, -5.0)])
-async def test_memory_store_refuses_an_impossible_rule(io_loop, limit, window):
+async def test_an_impossible_rule_is_refused_when_built(io_loop, limit, window):
     with pytest.raises(ValueError, match="rate limit needs requests >= 1 and window_seconds > 0"):
-        await MemoryStore().hit("k", limit, window)
+        await MemoryStore().hit("k", GcraRule(limit, window))
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ One hit is one atomic Lua script and, in the steady state, one round trip
 The script reads the time from Redis (``TIME``), so the gateways' clocks do not
 matter, and stores each key's TAT with an expiry (``SET ... PX``) equal to the
 time until its budget is whole again, so Redis holds only live keys. The
-arithmetic is :mod:`gateway.ratelimit`'s, in integer microseconds (exact in
+arithmetic is :mod:`gateway.policies.gcra`'s, in integer microseconds (exact in
 Lua's doubles up to 2^53 µs, well past the year 2200).
 
 Failure is a named choice (``rate_limit_fail_open``). When Redis is unreachable,
@@ -32,8 +32,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gateway.errors import ServiceUnavailable
-from gateway.ratelimit import Decision, gcra_decision, gcra_parameters
+from ..errors import ServiceUnavailable
+from .gcra import Decision, GcraRule, gcra_decision
 
 __all__ = ["KEY_PREFIX", "RedisStore"]
 
@@ -81,8 +81,8 @@ class RedisStore:
         self._script = self._client.register_script(_GCRA_SCRIPT)
         self._down = False
 
-    async def hit(self, key: str, limit: int, window_seconds: float) -> Decision:
-        interval, burst = gcra_parameters(limit, window_seconds)
+    async def hit(self, key: str, rule: GcraRule) -> Decision:
+        limit, interval, burst = rule.limit, rule.interval, rule.burst
         try:
             reply = await asyncio.wait_for(
                 self._script(keys=[KEY_PREFIX + key], args=[interval, burst]),

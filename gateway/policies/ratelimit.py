@@ -1,4 +1,4 @@
-"""Rate limiting: the decision, the store interface, the in-memory store and the key.
+"""The rate-limit step: the store interface, the in-memory store, the key and the step.
 
 Algorithm: GCRA, the Generic Cell Rate Algorithm (a leaky bucket kept as one
 number per key; https://en.wikipedia.org/wiki/Generic_cell_rate_algorithm).
@@ -18,52 +18,36 @@ the sustained rate at most one microsecond per request slower than configured.
 
 Both stores run the same arithmetic: :class:`MemoryStore` in the process (a hit
 has no ``await`` inside, so it is atomic on the event loop), and
-:class:`gateway.ratelimit_redis.RedisStore` in one Lua script, shared by every
-gateway instance. :func:`build_store` picks one from ``rate_limit_store``.
+:class:`gateway.policies.ratelimit_redis.RedisStore` in one Lua script, shared by every
+gateway instance (the arithmetic is :mod:`gateway.policies.gcra`'s).
+:func:`build_store` picks one from ``rate_limit_store``. :class:`RateLimitStep` is
+a route's rule on the request path: its key kind and GCRA parameters compiled at
+load, a hit per request, the ``RateLimit-*`` headers on every answer.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.headers import single_value
+from ..errors import RateLimited
+from ..headers import single_value
+from . import Request, Response, Step
+from .gcra import Decision, GcraRule, gcra_decision
 
-__all__ = ["Decision", "LimitKey", "MemoryStore", "RateLimitStore", "build_store"]
+if TYPE_CHECKING:
+    from ..config import RateLimitConfig
 
-
-@dataclass(frozen=True)
-class Decision:
-    """The answer to one hit on a key."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_seconds: float  # until the budget is whole again
-    retry_after_seconds: float  # 0 when allowed
-
-    def headers(self) -> dict[str, str]:
-        """``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (whole seconds,
-        rounded up) and, when refused, ``Retry-After`` (whole seconds, rounded up)."""
-        headers = {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(math.ceil(self.reset_seconds)),
-        }
-        if not self.allowed:
-            headers["Retry-After"] = str(math.ceil(self.retry_after_seconds))
-        return headers
+__all__ = ["LimitKey", "MemoryStore", "RateLimitStore", "RateLimitStep", "build_store"]
 
 
 class RateLimitStore(Protocol):
     """Where the per-key state lives. Chosen once, at build time."""
 
-    async def hit(self, key: str, limit: int, window_seconds: float) -> Decision:
-        """Count one request on ``key`` against ``limit`` per ``window_seconds``.
+    async def hit(self, key: str, rule: GcraRule) -> Decision:
+        """Count one request on ``key`` against ``rule``.
 
         Raises :class:`gateway.errors.ServiceUnavailable` when the store cannot
         answer and is configured to fail closed; never raises a library error.
@@ -95,8 +79,8 @@ class MemoryStore:
         """Keys currently held (live or not yet swept)."""
         return len(self._tats)
 
-    async def hit(self, key: str, limit: int, window_seconds: float) -> Decision:
-        interval, burst = gcra_parameters(limit, window_seconds)
+    async def hit(self, key: str, rule: GcraRule) -> Decision:
+        limit, interval, burst = rule.limit, rule.interval, rule.burst
         now = round(self._clock() * 1_000_000)
         tat = max(self._tats.get(key, now), now)
         new_tat = tat + interval
@@ -123,9 +107,8 @@ def build_store(
     if url == "memory":
         return MemoryStore()
     if url.startswith(("redis://", "rediss://")):
-        # Imported here: ratelimit_redis imports this module, and redis-py is only
-        # loaded by gateways that use it.
-        from gateway.ratelimit_redis import RedisStore
+        # Imported here: redis-py is only loaded by gateways that use it.
+        from .ratelimit_redis import RedisStore
 
         return RedisStore(url, fail_open=fail_open, on_degraded=on_degraded)
     raise ValueError(f"unknown rate_limit_store {url!r}: expected 'memory' or 'redis://host:port/db'")
@@ -168,27 +151,40 @@ class LimitKey:
         return self._ip + client_ip
 
 
-def gcra_parameters(limit: int, window_seconds: float) -> tuple[int, int]:
-    """``(interval, burst)`` in whole microseconds for ``limit`` per ``window_seconds``:
-    ``interval`` is ``T`` rounded up, ``burst`` is ``limit * T``. Raises ``ValueError``
-    for a limit below 1 or a window that is not positive."""
-    if limit < 1 or not window_seconds > 0:
-        raise ValueError(f"rate limit needs requests >= 1 and window_seconds > 0, got {limit}/{window_seconds}")
-    window_us = max(1, round(window_seconds * 1_000_000))
-    interval = -(-window_us // limit)  # ceiling division, in integers
-    return interval, limit * interval
 
 
-def gcra_decision(
-    limit: int, interval: int, burst: int, allowed: bool, reset_us: int, retry_us: int
-) -> Decision:
-    """A :class:`Decision` from GCRA's outcome. ``reset_us`` is the TAT after the hit
-    minus now; ``retry_us`` is how long until the hit would have been allowed."""
-    remaining = max(0, (burst - reset_us) // interval) if allowed else 0
-    return Decision(
-        allowed=allowed,
-        limit=limit,
-        remaining=min(remaining, limit),
-        reset_seconds=max(0, reset_us) / 1_000_000,
-        retry_after_seconds=0.0 if allowed else max(0, retry_us) / 1_000_000,
-    )
+class RateLimitStep(Step):
+    """A route's ``rate_limit`` on the request path. ``store`` is set when the runtime starts
+    (the store belongs to the running loop); ``on_refused(route)`` counts a 429."""
+
+    name = "rate_limit"
+
+    def __init__(self, route_name: str, config: RateLimitConfig, key: LimitKey,
+                 on_refused: Callable[[str], None] | None = None) -> None:
+        self.route_name = route_name
+        self.rule = GcraRule(config.requests, config.window_seconds)
+        self.key = key
+        self.store: RateLimitStore | None = None
+        self._on_refused = on_refused
+
+    async def on_request(self, request: Request) -> None:
+        """Raises :class:`~gateway.errors.RateLimited` (with the budget's headers) when the key's
+        budget is spent; ServiceUnavailable from a fail-closed store that cannot answer."""
+        store = self.store
+        if store is None:  # a runtime built but not started (gateway check): nothing to count against
+            return None
+        decision = await store.hit(self.key(request.ctx.subject, request.client_ip, request.incoming), self.rule)
+        headers = decision.headers()
+        if not decision.allowed:
+            if self._on_refused is not None:
+                self._on_refused(self.route_name)
+            raise RateLimited(headers=headers)
+        request.rate_limit_headers = headers
+        return None
+
+    def on_response(self, request: Request, response: Response) -> None:
+        headers = request.rate_limit_headers
+        if headers is not None:
+            out = response.headers
+            for name, value in headers.items():
+                out[name] = value

@@ -1,4 +1,4 @@
-"""CORS: which cross-origin browser requests a route accepts, and the headers that say so.
+"""The CORS step: which cross-origin browser requests a route accepts, and the headers that say so.
 
 :class:`CorsPolicy` is built once from a :class:`gateway.config.CorsConfig`
 and computes every header value in ``__init__`` (as starlette's
@@ -18,17 +18,25 @@ always allowed; ``Content-Type`` must be listed (a JSON body needs a preflight).
 Whenever the answer depends on the request's ``Origin`` (anything but a plain
 ``*`` policy), responses carry ``Vary: Origin``, including those for a missing
 or refused origin, so that a shared cache never serves one origin's answer to
-another. The caller must merge it with any ``Vary`` the upstream sent.
+another, merged with any ``Vary`` the upstream sent.
+
+:class:`CorsStep` owns the whole of it on the request path: it answers a
+preflight itself (the proxy never forwards one) and adds the actual-response
+headers to every other answer of its route in ``on_response``.
+:func:`preflight_method` is what the route step matches a preflight by.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.config import CorsConfig
-from gateway.headers import header_value
+from tornado.httputil import HTTPHeaders
 
-__all__ = ["CorsPolicy"]
+from ..config import CorsConfig
+from ..headers import header_value
+from . import Reply, Request, Response, Step
+
+__all__ = ["CorsPolicy", "CorsStep", "preflight_method", "merge_vary"]
 
 _ALWAYS_ALLOWED_HEADERS = frozenset({"accept", "accept-language", "content-language"})
 
@@ -112,3 +120,45 @@ class CorsPolicy:
 
     def _origin_allowed(self, origin: str) -> bool:
         return self._allow_any_origin or origin.lower() in self._origins
+
+
+def preflight_method(method: str, headers: HTTPHeaders) -> str | None:
+    """The method a preflight asks about (``Access-Control-Request-Method`` of an ``OPTIONS``),
+    which is what its route is matched by; None for any other request."""
+    return headers.get("Access-Control-Request-Method") if method == "OPTIONS" else None
+
+
+class CorsStep(Step):
+    """A route's CORS policy on the request path: preflights answered (204, with the
+    preflight headers when allowed, none when not), every other answer decorated."""
+
+    name = "cors"
+
+    def __init__(self, policy: CorsPolicy) -> None:
+        self.policy = policy
+
+    def on_request(self, request: Request) -> Reply | None:
+        incoming = request.incoming
+        if request.method == "OPTIONS":
+            origin, asked = incoming.get("Origin"), incoming.get("Access-Control-Request-Method")
+            if origin and asked:
+                allowed = self.policy.preflight_headers(origin, asked, incoming.get("Access-Control-Request-Headers"))
+                return Reply(204, headers=allowed)
+        return None
+
+    def on_response(self, request: Request, response: Response) -> None:
+        out = response.headers
+        for name, value in self.policy.response_headers(request.incoming.get("Origin")).items():
+            if name == "Vary" and "Vary" in out:
+                value = merge_vary(out.get_list("Vary"), value)  # keep the upstream's own Vary
+            out[name] = value
+
+
+def merge_vary(existing: list[str], added: str) -> str:
+    """One ``Vary`` value: the upstream's fields, then those of ``added`` it lacks
+    (field names compare case-insensitively; ``*`` already varies on everything)."""
+    fields = [f.strip() for line in existing for f in line.split(",") if f.strip()]
+    if "*" not in fields:
+        seen = {f.lower() for f in fields}
+        fields += [f.strip() for f in added.split(",") if f.strip() and f.strip().lower() not in seen]
+    return ", ".join(fields)
