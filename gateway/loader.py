@@ -106,8 +106,16 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
         raw, source
     )
     if problems:
-        raise ConfigError(list(problems))
+        raise ConfigError([_printable(problem) for problem in problems])
     return config
+
+
+# A control character from the file (a "\r" in a value, say) must not break a problem's line.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def _printable(problem: str) -> str:
+    return problem if problem.isprintable() else problem.translate(_CONTROL_ESCAPES)
 
 
 class _Problems(list):  # type: ignore[type-arg]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from hypothesis import strategies as st
 
@@ -239,13 +240,29 @@ def normal_host(host: str) -> str:
 
 
 def _route(head: Head) -> str:
-    path = head.path
+    path = resolved(head.path)
     if len(head.hosts) == 1 and normal_host(head.hosts[0]) == SECURE_HOST and _under(path, "/secure"):
         return "secure"
     for name in ("json", "limited"):
         if _under(path, "/" + name):
             return name
     return "open"
+
+
+def resolved(path: str) -> str:
+    """``path`` as a route sees it (RFC 3986 §5.2.4 on the decoded segments): ``/secure/%2e%2e``
+    is ``/``, and what the upstream then gets is ``/`` too, so it is not a request for ``/secure``."""
+    out: list[str] = []
+    for segment in path.split("/")[1:]:
+        decoded = unquote(segment)
+        if decoded in ("", "."):
+            continue
+        if decoded == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(decoded)
+    return "/" + "/".join(out)
 
 
 def _under(path: str, prefix: str) -> bool:

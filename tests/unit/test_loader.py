@@ -127,6 +127,9 @@ BAD_CONFIGS = [
     ("a character YAML refuses", "\x1f", ["<string>: invalid YAML: unacceptable character #x001f: special characters "
                                            'are not allowed\n  in "<unicode string>", position 0']),
     ("a key with a line break is shown quoted", 'server:\n  "\\r": null\n', ["server['\\r']: unknown key"]),
+    ("a value with a line break is shown escaped", 'routes:\n- 0:\n  rewrite_prefix: "\\r"\n0:',
+     ["[0]: unknown key", "routes[0][0]: unknown key", "routes[0].rewrite_prefix: must start with '/', got '\\r'",
+      "routes[0].name: is required", "routes[0].path: is required"]),
     ("a recursive alias", "server: &s {tls: *s}\n",
      ["<string>:1: an alias refers to the value that holds it (a recursive structure)"]),
     ("an alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
