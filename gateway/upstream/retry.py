@@ -20,9 +20,8 @@ quiet upstream retry anyway: the allowance is ``max(floor, ratio * requests)``.
 
 Backoff before try ``attempt + 1`` is exponential, ``backoff_seconds * 2 **
 (attempt - 1)`` capped at ``max_backoff_seconds``, with jitter drawn from the
-injected random source (``full``: uniform in [0, b], the default, see
-https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/;
-``equal``: b/2 plus uniform in [0, b/2]). An upstream's ``Retry-After`` (delta-seconds
+injected random source ("full jitter": uniform in [0, b], see
+https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/). An upstream's ``Retry-After`` (delta-seconds
 or HTTP-date) replaces it, capped at ``max_backoff_seconds``.
 """
 
@@ -40,10 +39,9 @@ from gateway.tables import IDEMPOTENT_METHODS
 
 __all__ = ["RETRYABLE_FAILURES", "RetryBudget", "RetryPolicy"]
 
-# What the proxy reports as ``failure``: "connect" | "timeout" | "reset" | "protocol".
-# A reset or a garbled answer may come after the upstream acted: not retried.
+# What a failed try reports as ``failure`` (gateway.upstream.client.failure_kind): "connect" |
+# "timeout" | "reset". A reset or a garbled answer may come after the upstream acted: not retried.
 RETRYABLE_FAILURES = frozenset({"connect", "timeout"})
-JITTERS = ("full", "equal")
 _DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9110 §10.2.3: 1*DIGIT
 
 
@@ -57,14 +55,11 @@ class RetryPolicy:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
-        jitter: str = "full",
         window_seconds: float = 10.0,
         min_retries_per_second: float = 3.0,
     ) -> None:
         if config.attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {config.attempts}")
-        if jitter not in JITTERS:
-            raise ValueError(f"unknown jitter {jitter!r}; expected one of {', '.join(JITTERS)}")
         self.config = config
         self.budget = RetryBudget(
             config.budget_ratio,
@@ -74,7 +69,6 @@ class RetryPolicy:
         )
         self._rng = rng if rng is not None else random.Random()
         self._wall_clock = wall_clock  # for Retry-After dates only
-        self._jitter = jitter
         self._statuses = frozenset(config.on_statuses)
 
     def should_retry(
@@ -90,7 +84,7 @@ class RetryPolicy:
         """Whether to make another try after try number ``attempt`` (1 after the first) failed.
 
         ``failure`` is what went wrong without an answer (``"connect"``,
-        ``"timeout"``, ``"reset"``, ``"protocol"``) or None; ``status`` is the
+        ``"timeout"``, ``"reset"``) or None; ``status`` is the
         answer's status or None. ``refused`` must only be set when no byte of the
         request (head or body) was sent, so the body is still intact.
 
@@ -118,9 +112,7 @@ class RetryPolicy:
             if delay is not None:
                 return min(delay, cap)
         base = min(self.config.backoff_seconds * 2 ** max(attempt - 1, 0), cap)
-        if self._jitter == "full":
-            return self._rng.uniform(0.0, base)
-        return base / 2 + self._rng.uniform(0.0, base / 2)
+        return self._rng.uniform(0.0, base)
 
     def record_request(self) -> None:
         """Count a first try (not a retry) for the retry budget."""
