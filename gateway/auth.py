@@ -23,9 +23,9 @@ from typing import Any
 
 import jwt
 
-from gateway.config import JwtConfig
-from gateway.errors import InsufficientScope, InvalidToken
-from gateway.jwks import KeySource, build_key_sources
+from .config import JwtConfig
+from .errors import InsufficientScope, InvalidToken
+from .jwks import KeySource, build_key_sources
 
 __all__ = ["Identity", "Authenticator"]
 

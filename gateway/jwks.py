@@ -44,10 +44,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from gateway.config import ConfigError, JwtConfig
-from gateway.errors import GatewayError, InvalidToken, ServiceUnavailable
-from gateway.tables import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
-from gateway.upstream.http1 import ResponseInterrupted
+from .config import ConfigError, JwtConfig
+from .errors import GatewayError, InvalidToken, ServiceUnavailable
+from .tables import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from .upstream.http1 import ResponseInterrupted
 
 __all__ = [
     "UNKNOWN_KID_REFETCH_SECONDS",

@@ -2,7 +2,7 @@
 
 ::
 
-    from gateway.plugin import Plugin, Request, Response, Reply
+    from .plugin import Plugin, Request, Response, Reply
 
     class RequireTenant(Plugin):
         def __init__(self, config: dict) -> None:      # once, at load: raise ValueError on bad config

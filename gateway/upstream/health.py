@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from gateway.config import HealthCheckConfig
-from gateway.errors import GatewayError
-from gateway.upstream.http1 import ResponseInterrupted
-from gateway.upstream.target import Target
+from ..config import HealthCheckConfig
+from ..errors import GatewayError
+from .http1 import ResponseInterrupted
+from .target import Target
 
 __all__ = ["HealthChecker"]
 

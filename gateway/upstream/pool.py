@@ -29,13 +29,13 @@ import ssl
 import time
 from collections.abc import Callable, Collection
 
-from gateway.config import TargetConfig, UpstreamConfig
-from gateway.errors import NoHealthyUpstream
-from gateway.upstream.balance import Balancer, make_balancer
-from gateway.upstream.breaker import OPEN, CircuitBreaker
-from gateway.upstream.health import HealthChecker
-from gateway.upstream.retry import RetryPolicy
-from gateway.upstream.target import Target
+from ..config import TargetConfig, UpstreamConfig
+from ..errors import NoHealthyUpstream
+from .balance import Balancer, make_balancer
+from .breaker import OPEN, CircuitBreaker
+from .health import HealthChecker
+from .retry import RetryPolicy
+from .target import Target
 
 __all__ = ["Target", "UpstreamPool"]
 

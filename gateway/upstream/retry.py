@@ -34,8 +34,8 @@ from collections import deque
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
-from gateway.config import RetryConfig
-from gateway.tables import IDEMPOTENT_METHODS
+from ..config import RetryConfig
+from ..tables import IDEMPOTENT_METHODS
 
 __all__ = ["RETRYABLE_FAILURES", "RetryBudget", "RetryPolicy"]
 

@@ -9,8 +9,8 @@ of the pool: the pool owns the checker, not the other way round.
 
 from __future__ import annotations
 
-from gateway.config import Origin, TargetConfig
-from gateway.upstream.breaker import CLOSED, CircuitBreaker
+from ..config import Origin, TargetConfig
+from .breaker import CLOSED, CircuitBreaker
 
 __all__ = ["Target"]
 

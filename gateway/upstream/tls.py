@@ -25,7 +25,7 @@ import functools
 import hashlib
 import ssl
 
-from gateway.config import UpstreamTls
+from ..config import UpstreamTls
 
 __all__ = ["TlsContexts", "tls_identity", "system_context"]
 
