@@ -5,9 +5,8 @@ collected, not raised one at a time: :func:`load_config` raises a single
 :class:`~gateway.config.ConfigError` listing each problem with its location
 (``routes[2].upstream: unknown upstream 'ordrs'``).
 
-Environment references are replaced after YAML parsing, scalar by scalar, so a
-secret full of YAML punctuation stays one string; a scalar that is exactly one
-reference is then typed like a YAML scalar (``port: ${PORT}`` gives a number).
+Reading the YAML itself as hostile input, and the ``${VAR:-default}`` references, are
+:mod:`gateway.yamldoc`'s; this module turns that data into the frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
-
-import yaml
 
 from .config import (
     AdminConfig,
@@ -53,13 +50,13 @@ from .tables import (
     JWT_ALGORITHMS,
     PROXIED_METHODS,
 )
+from .yamldoc import UNSET, EnvText, Problems, join_path, printable, read_document, substitute
 
 __all__ = ["load_config", "parse_config", "ConfigError"]
 
 # Methods a route or CORS may name but the proxy refuses with 405: refused here instead.
 _UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -75,179 +72,26 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayC
 
 def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Validate YAML ``text``. Raises ConfigError with every problem, each with its location."""
-    problems = _Problems()
-    loader: yaml.SafeLoader | None = None
-    try:
-        loader = yaml.SafeLoader(text)  # refuses characters YAML does not allow, such as \x1f
-        node = loader.get_single_node()
-        if node is not None:
-            try:
-                too_large = _expanded_size(node, {}) > MAX_EXPANDED_VALUES
-            except _RecursiveAlias as exc:
-                raise ConfigError([f"{source}:{exc.node.start_mark.line + 1}: an alias refers to the value "
-                                   "that holds it (a recursive structure)"]) from None
-            if too_large:
-                raise ConfigError([f"{source}: the document expands to more than {MAX_EXPANDED_VALUES} values "
-                                   "through its aliases"])
-            _check_duplicate_keys(node, "", problems, set())
-        raw = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
+    problems = Problems()
+    raw = read_document(text, source, problems)
     if raw is None:
         problems.add("", "the configuration is empty (only comments or nothing): there is nothing to serve")
-    raw = _substitute(raw, "", os.environ if environ is None else environ, problems)
+    raw = substitute(raw, "", os.environ if environ is None else environ, problems)
     config = _Builder(problems, os.path.dirname(os.path.abspath(source)) if source != "<string>" else ".").build(
         raw, source
     )
     if problems:
-        raise ConfigError([_printable(problem) for problem in problems])
+        raise ConfigError([printable(problem) for problem in problems])
     return config
-
-
-# A control character from the file (a "\r" in a value, say) must not break a problem's line.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {9: "\\t", 10: "\\n", 13: "\\r"}
-
-
-def _printable(problem: str) -> str:
-    return problem if problem.isprintable() else problem.translate(_CONTROL_ESCAPES)
-
-
-class _Problems(list):  # type: ignore[type-arg]
-    def add(self, path: str, message: str) -> None:
-        self.append(f"{path or '(top level)'}: {message}")
-
-
-# A config has hundreds of values; a "billion laughs" of nested aliases has billions once expanded,
-# and every later pass (substitution, building) would walk each of them.
-MAX_EXPANDED_VALUES = 100_000
-
-
-class _RecursiveAlias(Exception):
-    def __init__(self, node: yaml.Node) -> None:
-        self.node = node
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
-    """How many values ``node`` stands for once every alias in it is expanded (memoised per node,
-    so the count itself stays linear in the document)."""
-    known = sizes.get(id(node))
-    if known is not None:
-        if known < 0:  # still being counted: the node holds an alias of itself
-            raise _RecursiveAlias(node)
-        return known
-    sizes[id(node)] = -1
-    size = 1
-    if isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value)
-    elif isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(item, sizes) for item in node.value)
-    sizes[id(node)] = size = min(size, MAX_EXPANDED_VALUES + 1)
-    return size
-
-
-def _check_duplicate_keys(node: yaml.Node, path: str, problems: _Problems, seen: set[int]) -> None:
-    """Report every key given twice in one mapping, at any depth (YAML would keep the last
-    silently): ``line 7: duplicate key 'port' in server``. ``seen`` holds the nodes already
-    walked, so an alias is walked once however often it is used."""
-    if id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        first: dict[tuple[str, Any], int] = {}
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else None
-            if name is not None and key.tag != "tag:yaml.org,2002:merge":
-                line = key.start_mark.line + 1
-                if (key.tag, name) in first:
-                    where = f"in {path}" if path else "at the top level"
-                    problems.append(f"line {line}: duplicate key '{name}' {where} "
-                                    f"(first given on line {first[key.tag, name]})")
-                else:
-                    first[key.tag, name] = line
-            _check_duplicate_keys(value, _join(path, name if name is not None else "?"), problems, seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _check_duplicate_keys(item, _join(path, index), problems, seen)
-
-
-class _Unset:
-    """An environment reference that could not be resolved (already reported)."""
-
-
-_UNSET = _Unset()
 
 
 class _Invalid(Exception):
     """A value is wrong; the message says why (its location is added by the caller)."""
 
 
-def _join(path: str, key: object) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if not isinstance(key, str) or not key.isprintable():
-        return f"{path}[{key!r}]"  # a key with a line break or control character must not break the report's line
-    return f"{path}.{key}" if path else key
-
-
 def _kind(value: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
             float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
-
-
-def _substitute(value: Any, path: str, environ: Mapping[str, str], problems: _Problems) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, _join(path, k), environ, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, _join(path, i), environ, problems) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in environ and (environ[name] != "" or default is None):
-            return environ[name]
-        if default is not None:
-            return default
-        problems.add(path, f"environment variable {name} is not set")
-        return ""
-
-    if any(m.group(1) not in environ and m.group(2) is None for m in _ENV_REF.finditer(value)):
-        _ENV_REF.sub(replace, value)
-        return _UNSET
-    result = _ENV_REF.sub(replace, value)
-    if _ENV_REF.fullmatch(value) and result.strip():
-        typed = yaml.safe_load(result)
-        if isinstance(typed, bool) or typed is None:
-            return typed
-        if isinstance(typed, (int, float)):
-            return _remembering(typed, result)
-    return result
-
-
-class _EnvText:
-    """A number from the environment that remembers its text, for string keys (``secret: ${S}``)."""
-
-    text: str
-
-
-class _EnvInt(_EnvText, int):
-    pass
-
-
-class _EnvFloat(_EnvText, float):
-    pass
-
-
-def _remembering(number: int | float, text: str) -> _EnvInt | _EnvFloat:
-    typed = _EnvFloat(number) if isinstance(number, float) else _EnvInt(number)
-    typed.text = text
-    return typed
 
 
 # --- scalar parsers: each takes (value) and returns the typed value or raises _Invalid ---
@@ -282,7 +126,7 @@ def _seconds(minimum: float = 0.0, allow_zero: bool = False) -> Callable[[Any], 
 
 def _str(choices: tuple[str, ...] | None = None, nonempty: bool = True) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        if isinstance(value, _EnvText):
+        if isinstance(value, EnvText):
             value = value.text  # a string key set from the environment keeps the text as written
         if not isinstance(value, str):
             raise _Invalid(f"expected a string, got {_kind(value)}")
@@ -360,7 +204,7 @@ FieldTable = Mapping[str, tuple[str, Callable[[Any], Any]]]
 class _Builder:
     """Walks the raw YAML tree section by section, collecting problems."""
 
-    def __init__(self, problems: _Problems, base_dir: str) -> None:
+    def __init__(self, problems: Problems, base_dir: str) -> None:
         self.problems = problems
         self.base_dir = base_dir
         self.plugin_names: set[str] = set()
@@ -376,12 +220,12 @@ class _Builder:
             return {}
         out: dict[str, Any] = {}
         for key, value in raw.items():
-            where = _join(path, key)
+            where = join_path(path, key)
             if key not in table:
                 self.problems.add(where, "unknown key")
                 continue
             attr, parse = table[key]
-            if value is _UNSET:
+            if value is UNSET:
                 continue
             try:
                 out[attr] = parse(value)
@@ -389,7 +233,7 @@ class _Builder:
                 self.problems.add(where, str(exc))
         for key in required:
             if key not in raw:
-                self.problems.add(_join(path, key), "is required")
+                self.problems.add(join_path(path, key), "is required")
         return out
 
     def section(self, parse: Callable[[Any, str], Any], path: str) -> Callable[[Any], Any]:
@@ -441,7 +285,7 @@ class _Builder:
         out: list[PluginConfig] = []
         names: dict[str, int] = {}
         for i, item in enumerate(raw):
-            where = _join(path, i)
+            where = join_path(path, i)
             kw = self.fields(item, where, {
                 "name": ("name", _str()), "class": ("class_path", _str()), "config": ("config", self.plugin_config),
             }, required=("name", "class"))
@@ -449,17 +293,17 @@ class _Builder:
                 continue
             name = kw["name"]
             if name in names:
-                self.problems.add(_join(where, "name"), f"duplicate plugin name '{name}' (also {path}[{names[name]}])")
+                self.problems.add(join_path(where, "name"), f"duplicate plugin name '{name}' (also {path}[{names[name]}])")
                 continue
             names[name] = i
             self.plugin_names.add(name)  # known to routes even when it fails to load (reported once, here)
-            if any(p.startswith(_join(where, "config")) for p in self.problems):
+            if any(p.startswith(join_path(where, "config")) for p in self.problems):
                 continue
             config = kw.get("config", {})
             try:
                 plugin = load_plugin(kw["class_path"], config, self.base_dir)
             except PluginLoadError as exc:
-                self.problems.add(_join(where, exc.field), str(exc))
+                self.problems.add(join_path(where, exc.field), str(exc))
                 continue
             out.append(PluginConfig(name=name, class_path=kw["class_path"], config=config, plugin=plugin))
         return tuple(out)
@@ -490,7 +334,7 @@ class _Builder:
             "trusted_proxies": ("trusted_proxies", _str_list(_cidr)),
             "drain_seconds": ("drain_seconds", _seconds(allow_zero=True)),
             "body_timeout_seconds": ("body_timeout_seconds", _seconds()),
-            "tls": ("tls", self.section(self.server_tls, _join(path, "tls"))),
+            "tls": ("tls", self.section(self.server_tls, join_path(path, "tls"))),
         })
         return ServerConfig(**kw)
 
@@ -508,7 +352,7 @@ class _Builder:
         }))
 
     def auth(self, raw: Any, path: str) -> AuthConfig:
-        kw = self.fields(raw, path, {"jwt": ("jwt", self.section(self.jwt, _join(path, "jwt")))})
+        kw = self.fields(raw, path, {"jwt": ("jwt", self.section(self.jwt, join_path(path, "jwt")))})
         return AuthConfig(**kw)
 
     def jwt(self, raw: Any, path: str) -> JwtConfig | None:
@@ -533,30 +377,30 @@ class _Builder:
         algorithms = kw.get("algorithms", JwtConfig.algorithms)
         for alg in algorithms:
             if alg.lower() == "none":
-                self.problems.add(_join(path, "algorithms"), "'none' is never allowed")
+                self.problems.add(join_path(path, "algorithms"), "'none' is never allowed")
             elif alg not in JWT_ALGORITHMS:
-                self.problems.add(_join(path, "algorithms"), f"unknown algorithm '{alg}'")
+                self.problems.add(join_path(path, "algorithms"), f"unknown algorithm '{alg}'")
         if not algorithms:
-            self.problems.add(_join(path, "algorithms"), "at least one algorithm is required")
+            self.problems.add(join_path(path, "algorithms"), "at least one algorithm is required")
         hs = [a for a in algorithms if a in HMAC_ALGORITHMS]
         asym = [a for a in algorithms if a in ASYMMETRIC_ALGORITHMS]
         if hs and asym:
-            self.problems.add(_join(path, "algorithms"),
+            self.problems.add(join_path(path, "algorithms"),
                               "mixes HS* with public-key algorithms, which invites algorithm confusion")
         secret = kw.get("secret")
         if hs:
             if secret is None:
-                self.problems.add(_join(path, "secret"), f"is required for {', '.join(hs)}")
+                self.problems.add(join_path(path, "secret"), f"is required for {', '.join(hs)}")
             else:
                 needed = max(HMAC_MIN_SECRET_BYTES[a] for a in hs)
                 if len(secret.encode()) < needed:
-                    self.problems.add(_join(path, "secret"),
+                    self.problems.add(join_path(path, "secret"),
                                       f"must be at least {needed} bytes for {', '.join(sorted(hs))}")
         elif secret is not None:
-            self.problems.add(_join(path, "secret"), "is only used with HS* algorithms")
+            self.problems.add(join_path(path, "secret"), "is only used with HS* algorithms")
         if asym:
             sources = [k for k in ("public_key_file", "jwks_url") if k in kw]
-            if len(sources) != 1 and not any(p.startswith(_join(path, "public_key_file")) for p in self.problems):
+            if len(sources) != 1 and not any(p.startswith(join_path(path, "public_key_file")) for p in self.problems):
                 self.problems.add(path, f"{', '.join(asym)} need exactly one of public_key_file or jwks_url")
         elif "public_key_file" in kw or "jwks_url" in kw:
             self.problems.add(path, "public_key_file and jwks_url need a public-key algorithm (RS*/PS*/ES*/EdDSA)")
@@ -585,22 +429,22 @@ class _Builder:
             return {}
         out = {}
         for name, body in raw.items():
-            upstream = self.upstream(str(name), body, _join(path, name))
+            upstream = self.upstream(str(name), body, join_path(path, name))
             if upstream is not None:
                 out[str(name)] = upstream
         return out
 
     def upstream(self, name: str, raw: Any, path: str) -> UpstreamConfig:
         kw = self.fields(raw, path, {
-            "targets": ("targets", lambda v: self.targets(v, _join(path, "targets"))),
+            "targets": ("targets", lambda v: self.targets(v, join_path(path, "targets"))),
             "balance": ("balance", _str(("round_robin", "least_conn", "random"))),
             "connect_timeout": ("connect_timeout_seconds", _seconds()),
             "request_timeout": ("request_timeout_seconds", _seconds()),
-            "retry": ("retry", self.section(self.retry, _join(path, "retry"))),
-            "health_check": ("health_check", self.section(self.health_check, _join(path, "health_check"))),
+            "retry": ("retry", self.section(self.retry, join_path(path, "retry"))),
+            "health_check": ("health_check", self.section(self.health_check, join_path(path, "health_check"))),
             "circuit_breaker": ("circuit_breaker",
-                                self.section(self.circuit_breaker, _join(path, "circuit_breaker"))),
-            "tls": ("tls", self.section(self.upstream_tls, _join(path, "tls"))),
+                                self.section(self.circuit_breaker, join_path(path, "circuit_breaker"))),
+            "tls": ("tls", self.section(self.upstream_tls, join_path(path, "tls"))),
             "max_idle_connections": ("max_idle_connections", _int(0)),
         }, required=("targets",))
         # An upstream with broken targets is still known by name, so routes naming it are not
@@ -613,7 +457,7 @@ class _Builder:
             raise _Invalid("expected a non-empty list of targets")
         out = []
         for i, item in enumerate(raw):
-            where = _join(path, i)
+            where = join_path(path, i)
             if isinstance(item, str):
                 item = {"url": item}
             kw = self.fields(item, where, {"url": ("url", _str()), "weight": ("weight", _int(1, 1000))},
@@ -627,7 +471,7 @@ class _Builder:
                 port = -1
             if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 \
                     or parts.query or parts.fragment or parts.username:
-                self.problems.add(_join(where, "url") if isinstance(raw[i], dict) else where,
+                self.problems.add(join_path(where, "url") if isinstance(raw[i], dict) else where,
                                   f"'{kw['url']}' is not a valid http(s) target URL")
                 continue
             origin = Origin(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
@@ -697,7 +541,7 @@ class _Builder:
             "max_age_seconds": ("max_age_seconds", _int(0)),
         })
         if kw.get("allow_credentials") and "*" in kw.get("allow_origins", ()):
-            self.problems.add(_join(path, "allow_origins"), "'*' cannot be used with allow_credentials")
+            self.problems.add(join_path(path, "allow_origins"), "'*' cannot be used with allow_credentials")
         return CorsConfig(**kw)
 
     def logging(self, raw: Any, path: str) -> LoggingConfig:
@@ -748,11 +592,11 @@ class _Builder:
         names: dict[str, int] = {}
         matches: dict[tuple[str | None, str, frozenset[str] | None], tuple[int, str]] = {}
         for i, item in enumerate(raw):
-            route = self.route(item, _join(path, i), upstreams, auth)
+            route = self.route(item, join_path(path, i), upstreams, auth)
             if route is None:
                 continue
             if route.name in names:
-                self.problems.add(_join(_join(path, i), "name"),
+                self.problems.add(join_path(join_path(path, i), "name"),
                                   f"duplicate route name '{route.name}' (also routes[{names[route.name]}])")
             names.setdefault(route.name, i)
             # The later of two routes that match the same requests could never be reached.
@@ -761,7 +605,7 @@ class _Builder:
                     frozenset(route.methods) if route.methods is not None else None)
             if same in matches:
                 j, other = matches[same]
-                self.problems.add(_join(path, i), f"same host, path and methods as routes[{j}] ('{other}')")
+                self.problems.add(join_path(path, i), f"same host, path and methods as routes[{j}] ('{other}')")
             matches.setdefault(same, (i, route.name))
             out.append(route)
         return tuple(out)
@@ -778,41 +622,41 @@ class _Builder:
             "rewrite_prefix": ("rewrite_prefix", _path),
             "auth": ("auth", _str(("required", "optional", "none"))),
             "scopes": ("scopes", _str_list()),
-            "rate_limit": ("rate_limit", self.section(self.rate_limit, _join(path, "rate_limit"))),
+            "rate_limit": ("rate_limit", self.section(self.rate_limit, join_path(path, "rate_limit"))),
             "validate_json": ("validate_json", _bool),
-            "request_headers": ("request_headers", self.section(self.header_rules, _join(path, "request_headers"))),
+            "request_headers": ("request_headers", self.section(self.header_rules, join_path(path, "request_headers"))),
             "response_headers": ("response_headers",
-                                 self.section(self.header_rules, _join(path, "response_headers"))),
+                                 self.section(self.header_rules, join_path(path, "response_headers"))),
             "timeout": ("timeout_seconds", _seconds()),
-            "cors": ("cors", self.section(self.cors, _join(path, "cors"))),
-            "aggregate": ("aggregate", lambda v: self.aggregate(v, _join(path, "aggregate"), upstreams)),
+            "cors": ("cors", self.section(self.cors, join_path(path, "cors"))),
+            "aggregate": ("aggregate", lambda v: self.aggregate(v, join_path(path, "aggregate"), upstreams)),
             "plugins": ("plugins", self.route_plugins),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
         has_upstream, has_aggregate = "upstream" in kw, "aggregate" in kw
-        if has_upstream == has_aggregate and not any(p.startswith(_join(path, "aggregate")) for p in self.problems):
+        if has_upstream == has_aggregate and not any(p.startswith(join_path(path, "aggregate")) for p in self.problems):
             self.problems.add(path, "needs exactly one of upstream or aggregate")
         if has_upstream and kw["upstream"] not in upstreams:
-            self.problems.add(_join(path, "upstream"), f"unknown upstream '{kw['upstream']}'")
+            self.problems.add(join_path(path, "upstream"), f"unknown upstream '{kw['upstream']}'")
         params = set(PATH_PARAM.findall(kw["path"]))
         if params and not has_aggregate:
-            self.problems.add(_join(path, "path"), "only aggregate routes may capture {params}")
+            self.problems.add(join_path(path, "path"), "only aggregate routes may capture {params}")
         for j, part in enumerate(kw.get("aggregate") or ()):
             for name in sorted(set(PATH_PARAM.findall(part.path)) - params):
-                self.problems.add(_join(_join(_join(path, "aggregate"), j), "path"),
+                self.problems.add(join_path(join_path(join_path(path, "aggregate"), j), "path"),
                                   f"'{{{name}}}' is not captured by the route's path")
         if has_aggregate and kw.get("methods") and set(kw["methods"]) - {"GET", "HEAD"}:
-            self.problems.add(_join(path, "methods"), "aggregate routes answer GET only")
+            self.problems.add(join_path(path, "methods"), "aggregate routes answer GET only")
         if has_aggregate:
             kw["methods"] = ("GET",)  # HEAD follows GET; anything else is a 405
         if kw.get("rewrite_prefix") and not kw.get("strip_prefix"):
             kw["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
         mode = kw.get("auth", "required" if auth.jwt is not None else "none")
         if mode != "none" and auth.jwt is None:
-            self.problems.add(_join(path, "auth"), f"'{mode}' needs auth.jwt to be configured")
+            self.problems.add(join_path(path, "auth"), f"'{mode}' needs auth.jwt to be configured")
         if kw.get("scopes") and mode == "none":
-            self.problems.add(_join(path, "scopes"), "scopes need auth: required or optional")
+            self.problems.add(join_path(path, "scopes"), "scopes need auth: required or optional")
         kw["auth"] = mode
         return RouteConfig(**kw)
 
@@ -823,18 +667,18 @@ class _Builder:
         out = []
         seen: set[str] = set()
         for i, item in enumerate(raw):
-            where = _join(path, i)
+            where = join_path(path, i)
             kw = self.fields(item, where, {
                 "name": ("name", _str()), "upstream": ("upstream", _str()), "path": ("path", _str()),
             }, required=("name", "upstream", "path"))
             if len(kw) != 3:
                 continue
             if kw["upstream"] not in upstreams:
-                self.problems.add(_join(where, "upstream"), f"unknown upstream '{kw['upstream']}'")
+                self.problems.add(join_path(where, "upstream"), f"unknown upstream '{kw['upstream']}'")
             if not kw["path"].startswith("/"):
-                self.problems.add(_join(where, "path"), f"must start with '/', got '{kw['path']}'")
+                self.problems.add(join_path(where, "path"), f"must start with '/', got '{kw['path']}'")
             if kw["name"] in seen:
-                self.problems.add(_join(where, "name"), f"duplicate part name '{kw['name']}'")
+                self.problems.add(join_path(where, "name"), f"duplicate part name '{kw['name']}'")
             seen.add(kw["name"])
             out.append(AggregatePart(**kw))
         return tuple(out)
