@@ -24,7 +24,7 @@ an ``Etag`` of its own), and a relayed answer's fields are handed over whole
 (``_headers``, assigned once), not through ``set_header``'s regexes per field.
 The gateway sends no ``Server`` and no ``Date`` of its own: a relayed answer
 carries the upstream's (SPEC §1: the answer is the upstream's), a gateway-made
-one neither. Verified on Tornado 6.4–6.6 (setup.cfg): relies on
+one neither. Verified on Tornado 6.6.1 (setup.cfg allows 6.4-6.6): relies on
 ``RequestHandler._headers``, ``_write_buffer``, ``_status_code``, ``_reason``,
 ``_headers_written`` and ``_finished``; pinned by tests/unit/test_http_private.py.
 """
