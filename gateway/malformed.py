@@ -42,7 +42,7 @@ TORNADO_BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
 class Answering(Protocol):
-    """What the guard reads from a request delegate (:class:`~gateway.proxy.ProxyRequest`)."""
+    """What the guard reads from a request delegate (a :class:`~gateway.http.response.ResponseWriter`)."""
 
     headers_written: bool
     ctx: RequestContext
@@ -87,9 +87,9 @@ class GatewayHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
-        delegate = super().start_request(server_conn, request_conn)
-        server_conn.stream.gateway_guard.delegate = weakref.ref(delegate)  # type: ignore[attr-defined]
-        return delegate
+        # A new request on the connection: no handler yet (its initialize() registers itself).
+        server_conn.stream.gateway_guard.delegate = None  # type: ignore[attr-defined]
+        return super().start_request(server_conn, request_conn)
 
 
 class _StreamGuard:

@@ -37,11 +37,11 @@ from tornado.netutil import bind_sockets
 from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
+from .http.app import GatewayApplication
 from .loader import load_config
 from .logs import configure_logging
 from .malformed import GatewayHTTPServer
 from .metrics import Metrics
-from .proxy import MainListener
 from .runtime import Runtime, RuntimeHolder
 from .upstream import client as upstream_client
 from .upstream.target import Target
@@ -145,10 +145,10 @@ class GatewayServer:
         self.bind()
         self.holder.client = AsyncHTTPClient()  # this loop's one client: the proxy's, aggregation's, JWKS', health's
         self.http_server = GatewayHTTPServer(  # answers Tornado's own 400s as JSON
-            MainListener(self.holder), refusals=self.holder,
+            GatewayApplication(self.holder), refusals=self.holder,
             ssl_options=_server_ssl(self.config),
             max_header_size=MAX_HEADER_BYTES_READ,
-            max_body_size=1 << 62,  # ProxyRequest answers 413 itself, as JSON
+            max_body_size=1 << 62,  # ProxyHandler answers 413 itself, as JSON
             idle_connection_timeout=75,
         )
         self.http_server.add_sockets(self.sockets)

@@ -29,7 +29,7 @@ Every step has the one narrow interface operators' plugins have (SPEC §7;
   its end without a turn of the event loop; one that awaits real I/O is a
   failing plugin).
 
-The conductor (:mod:`gateway.proxy`) runs :func:`run_request_steps` and
+The conductor (:class:`gateway.http.handler.ProxyHandler`) runs :func:`run_request_steps` and
 :func:`run_response_steps` and acts on what they return; it decides nothing.
 """
 

@@ -228,7 +228,7 @@ async def test_jwks_health_checks_and_proxy_share_kept_alive_connections(start_g
 
 async def test_a_proxied_request_leaves_no_reference_cycle(start_gateway: Any, start_upstream: Any) -> None:
     """The request's objects are freed by reference counting when it ends: the collector finds
-    none of the gateway's own objects (ProxyRequest, GatewayRequest, ResponseReader, tasks)."""
+    none of the gateway's own objects (ProxyHandler, GatewayRequest, ResponseReader, tasks)."""
     upstream = start_upstream(app())
     gateway = await start_gateway(f"""
     upstreams:

@@ -297,7 +297,7 @@ async def test_client_leaving_mid_upload_ends_the_exchange(start_upstream, start
     for _ in range(100):
         await asyncio.sleep(0.02)
         pending = [t for t in asyncio.all_tasks()
-                   if t.get_coro().__qualname__.startswith("ProxyRequest.")]
+                   if t.get_coro().__qualname__.startswith("ProxyHandler.")]
         if not pending and gw.holder.in_flight == 0:
             break
     assert pending == [] and gw.holder.in_flight == 0

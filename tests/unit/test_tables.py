@@ -5,7 +5,9 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from gateway import demo, jwks, loader, metrics, process, proxy, routing, tables
+from gateway import demo, jwks, loader, metrics, process, routing, tables
+from gateway.http import handler as proxy
+from gateway.http import response
 from gateway.upstream import exchange, http1, retry
 
 
@@ -33,7 +35,7 @@ def test_path_parameters(text: str, names: list[str]) -> None:
 
 def test_bodiless_statuses() -> None:
     assert tables.BODILESS_STATUSES == {204, 304}
-    assert proxy.BODILESS_STATUSES is http1.BODILESS_STATUSES is tables.BODILESS_STATUSES
+    assert response.BODILESS_STATUSES is http1.BODILESS_STATUSES is tables.BODILESS_STATUSES
 
 
 def test_idempotent_methods_are_proxied_ones() -> None:
