@@ -1,8 +1,9 @@
-"""The ``gateway`` command: its arguments (argparse) and the four commands, serve | check | token | routes.
+"""The ``gateway`` command: its arguments (argparse) and the five commands, serve | check | token | routes | schema.
 
 Each command is a few lines over the modules that do the work: loading
 (:mod:`gateway.loader`), the runtime, tokens (:mod:`gateway.tokens`), logging
-(:mod:`gateway.logs`) and serving (:mod:`gateway.process`).
+(:mod:`gateway.logs`), serving (:mod:`gateway.process`) and the config's JSON Schema
+(:mod:`gateway.schema`).
 
 A configuration problem is printed (every one, with its location) and the
 command exits 2, never with a traceback.
@@ -31,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
             return run_demo()
         command = args.command or "serve"
-        return {"serve": _serve, "check": _check, "token": _token, "routes": _routes}[command](args)
+        return {"serve": _serve, "check": _check, "token": _token, "routes": _routes,
+                "schema": _schema}[command](args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -51,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("routes", "print the route table as it will be matched")):
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", default=argparse.SUPPRESS)
+    sub.add_parser("schema", help="print the config file's JSON Schema (draft 2020-12), for editors")
     p = sub.add_parser("token", help="mint a token for local testing")
     p.add_argument("-c", "--config", default=argparse.SUPPRESS)
     p.add_argument("--sub", required=True, help="the subject (sub claim)")
@@ -95,6 +98,14 @@ def _routes(args: argparse.Namespace) -> int:
     print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the config file; conf/gateway.schema.json is this output."""
+    from .schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
     return 0
 
 
