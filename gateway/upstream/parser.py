@@ -82,6 +82,9 @@ class ResponseParser:
         return self._buffer if self.done else b""
 
     def feed(self, data: bytes) -> None:
+        """Append bytes; after a complete answer they are ``leftover`` and the connection is not reusable."""
+        if self.done and data:
+            self.keep_alive = False
         self._buffer = self._buffer + data if self._buffer else data
 
     def eof(self) -> bool:
