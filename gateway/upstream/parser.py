@@ -122,9 +122,10 @@ class ResponseParser:
                 return chunk
             elif state == _CHUNK_SIZE:
                 end = buffer.find(b"\r\n")
+                # the same limit whether the line came whole or in pieces: a CRLF not yet here would end past it
+                if end > MAX_CHUNK_LINE_BYTES or (end < 0 and len(buffer) > MAX_CHUNK_LINE_BYTES + 1):
+                    raise _malformed("chunk size line too long")
                 if end < 0:
-                    if len(buffer) > MAX_CHUNK_LINE_BYTES:
-                        raise _malformed("chunk size line too long")
                     return None
                 size_text = buffer[:end].split(b";", 1)[0].strip()
                 self._buffer = buffer[end + 2:]
@@ -141,10 +142,12 @@ class ResponseParser:
                 self._state = _CHUNK_SIZE
             elif state == _TRAILERS:
                 end = buffer.find(b"\r\n")
+                limit = MAX_RESPONSE_HEAD_BYTES - self._remaining  # _remaining: the trailer bytes so far
+                if end > limit or (end < 0 and len(buffer) > limit + 1):
+                    raise _malformed("trailers too large")
                 if end < 0:
-                    if len(buffer) > MAX_RESPONSE_HEAD_BYTES:
-                        raise _malformed("trailers too large")
                     return None
+                self._remaining += end + 2
                 self._buffer = buffer[end + 2:]
                 if end == 0:  # the blank line after the (ignored) trailer fields
                     self._state = _DONE

@@ -160,6 +160,11 @@ CASES: list[tuple[str, bytes, bool, Parsed | str]] = [
      False, "bad chunk size"),
     ("chunk size line too long", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;" + b"e" * 1100, False,
      "chunk size line too long"),
+    ("chunk size line too long, CRLF and all", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;"
+     + b"e" * 1100 + b"\r\nok\r\n0\r\n\r\n", False, "chunk size line too long"),
+    ("trailers over 64 KiB in all", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+     + b"X-T: " + b"t" * 995 + b"\r\n" * 1 + (b"X-T: " + b"t" * 995 + b"\r\n") * 70 + b"\r\n", False,
+     "trailers too large"),
     ("chunk without its CRLF", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok!\r\n0\r\n\r\n", False,
      "chunk not followed by CRLF"),
     ("body shorter than its length", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", False, "incomplete"),
