@@ -6,7 +6,8 @@ smuggled into a value. A :class:`ResponseReader` parses one response from a
 reason, fields)`` and ``on_body(chunk)``, and watches the upstream's silence.
 ``on_body`` may return an awaitable: reading from the upstream pauses (the transport
 stops reading) until it resolves, so a slow consumer pauses the upstream transfer
-instead of filling memory. The parser is strict (SPEC §4, tests/e2e/test_upstream_wire.py):
+instead of filling memory. The bytes are parsed by :class:`~gateway.upstream.parser.ResponseParser`,
+which is strict (SPEC §4, tests/unit/test_http1_parser.py, tests/e2e/test_upstream_wire.py):
 a malformed status line or field, conflicting framing, a head over 64 KiB, a bad chunk
 are failures, never guessed at.
 """
@@ -14,21 +15,15 @@ are failures, never guessed at.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from ..errors import BadGateway
 from ..headers import Fields
 from ..tables import BODILESS_STATUSES
 from .connection import Connection, describe
+from .parser import MAX_RESPONSE_HEAD_BYTES, Head, ResponseParser
 
 __all__ = ["ResponseReader", "ResponseInterrupted", "request_head", "MAX_RESPONSE_HEAD_BYTES", "BODILESS_STATUSES"]
-
-MAX_RESPONSE_HEAD_BYTES = 64 * 1024
-# The field lines of a response head (each with its CRLF): a token, a colon and a value without
-# control characters, or a folded continuation (RFC 9112 obs-fold). Checked once per head.
-_STATUS_LINE = re.compile(r"HTTP/1\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
-_FIELD_LINES = re.compile(r"(?:(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:|[ \t])[\t\x20-\x7e\x80-\xff]*\r\n)*")
 
 OnFields = Callable[[int, str, Fields], None]
 OnBody = Callable[[bytes], "Awaitable[None] | None"]
@@ -45,10 +40,6 @@ class ResponseInterrupted(Exception):
     def __init__(self, message: str, upstream_fault: bool = True) -> None:
         super().__init__(message)
         self.upstream_fault = upstream_fault
-
-
-# Response parser states
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
 
 class ResponseReader:
@@ -75,9 +66,7 @@ class ResponseReader:
         self.waiting_on_client = False
         self.sink_error: BaseException | None = None
         self.done: asyncio.Future[None] = conn.loop.create_future()
-        self._state = _HEAD
-        self._remaining = 0
-        self._buffer = b""
+        self._parser = ResponseParser(head_request)
         self._paused = False
         loop = self._loop = conn.loop
         self._last_activity = loop.time()
@@ -124,8 +113,7 @@ class ResponseReader:
     def connection_lost(self) -> None:
         if self._paused:
             return  # what is buffered is still delivered once the client is ready (see _client_ready)
-        if self._state == _UNTIL_CLOSE and self.sink_error is None:
-            self._state = _DONE
+        if self._parser.until_close and self.sink_error is None and self._parser.eof():
             self.complete = True
         self._end()
 
@@ -136,146 +124,39 @@ class ResponseReader:
         if self.done.done():
             return
         self.touch()
-        self._buffer = self._buffer + data if self._buffer else data
+        self._parser.feed(data)
         if not self._paused:
             self._parse()
 
     def _parse(self) -> None:
-        """Consume the buffer as far as it goes; stop when it runs out, the consumer pauses, or it ends."""
+        """Hand on the parser's events; stop when the bytes run out, the consumer pauses, or it ends."""
+        parser = self._parser
         while True:
-            state = self._state
-            buffer = self._buffer
-            if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0 or end > MAX_RESPONSE_HEAD_BYTES:
-                    if end > MAX_RESPONSE_HEAD_BYTES or len(buffer) > MAX_RESPONSE_HEAD_BYTES:
-                        self._fail("response head too large")
+            try:
+                event = parser.step()
+            except BadGateway as exc:
+                self._fail(exc.log_message or exc.message)
+                return
+            if event is None:
+                if parser.done:
+                    self.complete = self.sink_error is None
+                    self.keep_alive = parser.keep_alive
+                    self._end()
+                return
+            if isinstance(event, bytes):
+                if not self._deliver(event):
                     return
-                self._buffer = buffer[end + 4:]
-                if not self._head(buffer[:end]):
-                    return
-            elif state == _LENGTH or state == _CHUNK_DATA:
-                if not buffer:
-                    return
-                take = self._remaining
-                chunk = buffer if len(buffer) <= take else buffer[:take]
-                self._buffer = buffer[len(chunk):]
-                self._remaining = take - len(chunk)
-                if self._remaining == 0:
-                    self._state = _DONE if state == _LENGTH else _CHUNK_END
-                if not self._deliver(chunk):
-                    return
-            elif state == _CHUNK_SIZE:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > 1024:
-                        self._fail("chunk size line too long")
-                    return
-                size_text = buffer[:end].split(b";", 1)[0].strip()
-                self._buffer = buffer[end + 2:]
-                if not size_text or size_text.strip(b"0123456789abcdefABCDEF") or len(size_text) > 16:
-                    self._fail("bad chunk size")
-                    return
-                self._remaining = int(size_text, 16)
-                self._state = _CHUNK_DATA if self._remaining else _TRAILERS
-            elif state == _CHUNK_END:
-                if len(buffer) < 2:
-                    return
-                if buffer[:2] != b"\r\n":
-                    self._fail("chunk not followed by CRLF")
-                    return
-                self._buffer = buffer[2:]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_RESPONSE_HEAD_BYTES:
-                        self._fail("trailers too large")
-                    return
-                self._buffer = buffer[end + 2:]
-                if end == 0:  # the blank line after the (ignored) trailer fields
-                    self._state = _DONE
-            elif state == _UNTIL_CLOSE:
-                if not buffer:
-                    return
-                self._buffer = b""
-                if not self._deliver(buffer):
-                    return
-            else:  # _DONE
-                self.complete = self.sink_error is None
-                if self._buffer:
-                    self.keep_alive = False  # more bytes than the answer: the connection is not reusable
-                self._end()
+            elif not self._fields(event):
                 return
 
-    def _head(self, block: bytes) -> bool:
-        """Read a status line and header fields; choose how the body is framed. False to stop parsing."""
-        text = block.decode("latin-1")
-        status_line, _, field_lines = text.partition("\r\n")
-        parsed = _STATUS_LINE.fullmatch(status_line)
-        if parsed is None:
-            self._fail(f"bad status line {status_line[:80]!r}")
-            return False
-        minor, code_text, reason = parsed.groups()
-        status = int(code_text)
-        if status < 200:
-            if status == 101:
-                self._fail("101 Switching Protocols is not supported")
-                return False
-            return True  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-        if field_lines:
-            field_lines += "\r\n"
-            if field_lines[0] in " \t" or not _FIELD_LINES.fullmatch(field_lines):
-                self._fail("malformed header field")
-                return False
-        fields: Fields = []
-        lengths: list[str] = []
-        transfer_encoding = connection = ""
-        for line in field_lines.split("\r\n")[:-1]:
-            if line[0] in " \t":  # obsolete line folding: part of the previous value
-                name, value = fields[-1]
-                fields[-1] = (name, f"{value} {line.strip()}")
-                continue
-            name, _, value = line.partition(":")
-            value = value.strip(" \t")
-            fields.append((name, value))
-            lowered = name.lower()
-            if lowered == "content-length":
-                lengths += value.split(",")
-            elif lowered == "transfer-encoding":
-                transfer_encoding += "," + value
-            elif lowered == "connection":
-                connection += "," + value.lower()
-        self.keep_alive = minor == "1" and "close" not in connection
-        if self.head_request or status in BODILESS_STATUSES:
-            self._state = _DONE
-        elif transfer_encoding:
-            if lengths:
-                self._fail("both Transfer-Encoding and Content-Length")
-                return False
-            if transfer_encoding.rsplit(",", 1)[-1].strip().lower() == "chunked":
-                self._state = _CHUNK_SIZE
-            else:
-                self._state = _UNTIL_CLOSE
-                self.keep_alive = False
-        elif lengths:
-            distinct = {v.strip() for v in lengths}
-            length_text = distinct.pop()
-            if distinct or not length_text.isdigit() or len(length_text) > 18:
-                self._fail("bad Content-Length")
-                return False
-            if len(lengths) > 1:  # one value downstream, however many came
-                fields = [f for f in fields if f[0].lower() != "content-length"] + [("Content-Length", length_text)]
-            self._remaining = int(length_text)
-            self._state = _LENGTH if self._remaining else _DONE
-        else:
-            self._state = _UNTIL_CLOSE
-            self.keep_alive = False
-        self.status = status
-        self.reason = reason = reason or ""
+    def _fields(self, head: Head) -> bool:
+        """Hand the head on; False if the consumer failed."""
+        self.status = head.status
+        self.reason = head.reason
+        self.keep_alive = head.keep_alive
         self.started = True
         try:
-            self.on_fields(status, reason, fields)  # type: ignore[misc]
+            self.on_fields(head.status, head.reason, head.fields)  # type: ignore[misc]
         except Exception as exc:  # the consumer's failure is the caller's to report
             self.sink_error = exc
             self._end()
