@@ -110,7 +110,7 @@ class HeaderPlan:
     A name that folds onto nothing the plan owns (``X_Custom``) passes.
     """
 
-    __slots__ = ("drop", "folded_drop", "set_items")
+    __slots__ = ("drop", "folded_drop", "set_items", "_listed")
 
     def __init__(self, rules: HeaderRules, always_drop: Iterable[str] = (), reserved: Iterable[str] = (),
                  *, fold_underscores: bool = False, guarded: Iterable[str] = ()) -> None:
@@ -119,6 +119,7 @@ class HeaderPlan:
         # Every owned name spelled with '-' only: what a '_' spelling is compared with once folded.
         owned = self.drop | gateway_set | {h.lower() for h in guarded}
         self.folded_drop = frozenset(h.replace("_", "-") for h in owned) if fold_underscores else frozenset()
+        self._listed: dict[str, frozenset[str]] = {}
         self.set_items: tuple[tuple[str, str], ...] = tuple(
             (name, value) for name, value in rules.set.items() if name.lower() not in gateway_set)
 
@@ -131,13 +132,25 @@ class HeaderPlan:
         for name, value in source:
             lowered = name.lower()
             if lowered == "connection":
-                listed |= connection_listed(value)
+                listed |= self._extra_listed(value)
             elif lowered not in drop and ("_" not in lowered or lowered.replace("_", "-") not in folded_drop):
                 out.append((name, value))
         if listed:
             out = [(name, value) for name, value in out if name.lower() not in listed]
         out.extend(self.set_items)
         return out
+
+
+    def _extra_listed(self, connection: str) -> frozenset[str]:
+        """The names a Connection value lists that are not dropped anyway. Remembered per value
+        (bounded): almost every message says ``keep-alive`` or ``close``, which add nothing, so
+        the common case costs a dict lookup and no second pass over the fields."""
+        extra = self._listed.get(connection)
+        if extra is None:
+            extra = connection_listed(connection) - self.drop
+            if len(self._listed) < 256:
+                self._listed[connection] = extra
+        return extra
 
 
 class TrustedProxies:

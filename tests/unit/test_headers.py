@@ -27,6 +27,23 @@ def test_hop_by_hop_connection_listed_and_removed_fields_are_dropped_in_order() 
                                   ("X-Env", "prod")]
 
 
+@pytest.mark.parametrize(("connection", "kept"), [
+    ("keep-alive", ["X-Private", "X-Other"]),
+    ("close", ["X-Private", "X-Other"]),
+    ("Keep-Alive, X-Private", ["X-Other"]),
+    ("x-private,x-other", []),
+    ("keep-alive", ["X-Private", "X-Other"]),  # the same value again: remembered, same answer
+    ("Keep-Alive, X-Private", ["X-Other"]),
+])
+def test_a_plan_remembers_what_each_connection_value_adds(connection: str, kept: list[str]) -> None:
+    plan = PLAN_FOR_CONNECTION
+    out = plan.apply([("Connection", connection), ("X-Private", "1"), ("Keep-Alive", "5"), ("X-Other", "2")])
+    assert [name for name, _ in out] == kept
+
+
+PLAN_FOR_CONNECTION = HeaderPlan(HeaderRules(set={}, remove=()))
+
+
 def test_reserved_names_cannot_be_set_by_a_rule() -> None:
     plan = HeaderPlan(HeaderRules(set={"X-Request-Id": "fixed", "Authorization": "Basic dXA="}, remove=()),
                       always_drop=("x-request-id", "authorization"), reserved=("x-request-id",))
