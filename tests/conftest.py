@@ -159,3 +159,21 @@ def error_records(request: pytest.FixtureRequest) -> Iterator[ErrorRecords]:
 def expect_errors(error_records: ErrorRecords) -> Callable[..., None]:
     """``expect_errors(logger, pattern, required=True)``: declare an ERROR record this test causes."""
     return error_records.expect
+
+
+@pytest.fixture
+def raw_upstream(io_loop: Any) -> Any:
+    """``raw_upstream(answer=OK_ANSWER, close=False, read_delay=0.0)``: a
+    :class:`~tests.support.raw.RawUpstream` on loopback, stopped at teardown."""
+    from tests.support.raw import OK_ANSWER, RawUpstream
+
+    started: list[RawUpstream] = []
+
+    def start(answer: bytes = OK_ANSWER, close: bool = False, read_delay: float = 0.0) -> RawUpstream:
+        server = RawUpstream(answer, close, read_delay)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

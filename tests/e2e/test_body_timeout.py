@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,20 +14,6 @@ from tests.support.raw import AccessLines, RawUpstream, body_of, parse
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 TIMEOUT = 0.3
-
-
-@pytest.fixture
-def raw_upstream(io_loop: Any) -> Iterator[Callable[..., RawUpstream]]:
-    started: list[RawUpstream] = []
-
-    def start(answer: bytes = OK, read_delay: float = 0.0) -> RawUpstream:
-        server = RawUpstream(answer, read_delay=read_delay)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 async def gateway_for(start_gateway: Any, upstream: RawUpstream) -> Any:

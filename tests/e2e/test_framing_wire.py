@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,20 +18,6 @@ from tests.support.raw import AccessLines, RawUpstream, exchange, parse
 from tests.support.tokens import SECRET
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-@pytest.fixture
-def raw_upstream(io_loop: Any) -> Iterator[Callable[..., RawUpstream]]:
-    started: list[RawUpstream] = []
-
-    def start(answer: bytes = OK, close: bool = False) -> RawUpstream:
-        server = RawUpstream(answer, close)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 async def gateway_for(start_gateway: Any, upstream: RawUpstream) -> Any:

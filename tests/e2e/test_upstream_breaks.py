@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,20 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Fetch
 from tests.support.raw import AccessLines, RawUpstream, exchange, parse
-
-
-@pytest.fixture
-def raw_upstream(io_loop: Any) -> Iterator[Callable[..., RawUpstream]]:
-    started: list[RawUpstream] = []
-
-    def start(answer: bytes, close: bool = False) -> RawUpstream:
-        server = RawUpstream(answer, close)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 async def gateway_for(start_gateway: Any, upstream: RawUpstream) -> Any:

@@ -27,7 +27,10 @@ from tornado.testing import bind_unused_port
 
 from gateway.accesslog import AccessLog
 
-__all__ = ["RawUpstream", "exchange", "first_answer", "parse", "body_of", "AccessLines"]
+__all__ = ["OK_ANSWER", "RawUpstream", "exchange", "first_answer", "parse", "body_of", "AccessLines"]
+
+
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 class RawUpstream(TCPServer):
