@@ -24,6 +24,8 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler, stream_request_body
 
+from tests.support.proc import status_kib
+
 MiB = 1024 * 1024
 SIZE = int(os.environ.get("GW_MEM_TEST_MIB", "256")) * MiB
 BLOCK = 64 * 1024
@@ -37,14 +39,6 @@ def blocks(total: int) -> Iterator[bytes]:
     base = os.urandom(BLOCK)
     for i in range(total // BLOCK):
         yield i.to_bytes(8, "big") + base[8:]
-
-
-def status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
 
 
 class Peak:

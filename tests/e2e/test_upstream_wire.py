@@ -8,66 +8,14 @@ what is not, and keep serving either way.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 
 import pytest
-from tornado.iostream import IOStream, StreamClosedError
 from tornado.simple_httpclient import HTTPStreamClosedError
-from tornado.tcpserver import TCPServer
-from tornado.testing import bind_unused_port
+
+from tests.support.raw import RawUpstream
 
 
-class ScriptedUpstream(TCPServer):
-    """Answers every request with ``answer`` bytes; keeps the connection unless ``close``.
-
-    Records each raw request (head plus a Content-Length or chunked body) and counts connections.
-    """
-
-    def __init__(self, answer: bytes, close: bool) -> None:
-        super().__init__()
-        self.answer = answer
-        self.close = close
-        self.connections = 0
-        self.requests: list[bytes] = []
-        sock, self.port = bind_unused_port()
-        self.add_sockets([sock])
-
-    async def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await stream.read_until(b"\r\n\r\n")
-                body = b""
-                lowered = head.lower()
-                if b"content-length:" in lowered:
-                    length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
-                    body = await stream.read_bytes(length)
-                elif b"transfer-encoding: chunked" in lowered:
-                    body = await stream.read_until(b"\r\n0\r\n\r\n")
-                self.requests.append(head + body)
-                await stream.write(self.answer)
-                if self.close:
-                    break
-        except StreamClosedError:
-            pass
-        stream.close()
-
-
-@pytest.fixture
-def scripted(io_loop) -> Iterator[Callable[..., ScriptedUpstream]]:
-    started: list[ScriptedUpstream] = []
-
-    def start(answer: bytes, close: bool = False) -> ScriptedUpstream:
-        server = ScriptedUpstream(answer, close)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-async def gateway_for(start_gateway, upstream: ScriptedUpstream):  # type: ignore[no-untyped-def]
+async def gateway_for(start_gateway, upstream: RawUpstream):  # type: ignore[no-untyped-def]
     return await start_gateway(f"""
     upstreams:
       raw: {{targets: ["http://127.0.0.1:{upstream.port}"], retry: {{attempts: 1}}}}
@@ -88,8 +36,8 @@ VALID = [
 
 
 @pytest.mark.parametrize(("answer", "body"), VALID)
-async def test_valid_framings_are_relayed(scripted, start_gateway, http, answer: bytes, body: bytes) -> None:
-    upstream = scripted(answer, close=b"HTTP/1.0" in answer)
+async def test_valid_framings_are_relayed(raw_upstream, start_gateway, http, answer: bytes, body: bytes) -> None:
+    upstream = raw_upstream(answer, close=b"HTTP/1.0" in answer)
     gw = await gateway_for(start_gateway, upstream)
     for _ in range(2):  # the second goes over a pooled connection, or a fresh one after a close
         response = await http(f"{gw.url}/x")
@@ -97,16 +45,16 @@ async def test_valid_framings_are_relayed(scripted, start_gateway, http, answer:
         assert response.body == body
 
 
-async def test_folded_header_is_joined(scripted, start_gateway, http) -> None:
-    upstream = scripted(b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n  two\r\nContent-Length: 2\r\n\r\nok")
+async def test_folded_header_is_joined(raw_upstream, start_gateway, http) -> None:
+    upstream = raw_upstream(b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n  two\r\nContent-Length: 2\r\n\r\nok")
     gw = await gateway_for(start_gateway, upstream)
     response = await http(f"{gw.url}/x")
     assert response.code == 200
     assert response.headers["X-Folded"] == "one two"
 
 
-async def test_keep_alive_answers_reuse_one_connection(scripted, start_gateway, http) -> None:
-    upstream = scripted(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+async def test_keep_alive_answers_reuse_one_connection(raw_upstream, start_gateway, http) -> None:
+    upstream = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
     gw = await gateway_for(start_gateway, upstream)
     for _ in range(5):
         assert (await http(f"{gw.url}/x")).body == b"ok"
@@ -126,8 +74,8 @@ INVALID = [
 
 
 @pytest.mark.parametrize("answer", INVALID)
-async def test_malformed_answers_are_502_json(scripted, start_gateway, http, answer: bytes) -> None:
-    upstream = scripted(answer, close=True)
+async def test_malformed_answers_are_502_json(raw_upstream, start_gateway, http, answer: bytes) -> None:
+    upstream = raw_upstream(answer, close=True)
     gw = await gateway_for(start_gateway, upstream)
     response = await http(f"{gw.url}/x")
     assert response.code == 502
@@ -135,9 +83,9 @@ async def test_malformed_answers_are_502_json(scripted, start_gateway, http, ans
     assert (await http(f"{gw.url}/-/health")).code == 200  # still serving
 
 
-async def test_bad_chunk_after_headers_cuts_the_answer_and_keeps_serving(scripted, start_gateway, http) -> None:
+async def test_bad_chunk_after_headers_cuts_the_answer_and_keeps_serving(raw_upstream, start_gateway, http) -> None:
     # A first chunk, so the answer has started (a bad first chunk is a 502: tests/e2e/test_upstream_breaks.py).
-    upstream = scripted(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\nzz\r\nhello\r\n0\r\n\r\n",
+    upstream = raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\nzz\r\nhello\r\n0\r\n\r\n",
                         close=True)
     gw = await gateway_for(start_gateway, upstream)
     try:
@@ -149,8 +97,8 @@ async def test_bad_chunk_after_headers_cuts_the_answer_and_keeps_serving(scripte
     assert (await http(f"{gw.url}/-/health")).code == 200
 
 
-async def test_empty_post_is_sent_with_zero_length(scripted, start_gateway, http) -> None:
-    upstream = scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+async def test_empty_post_is_sent_with_zero_length(raw_upstream, start_gateway, http) -> None:
+    upstream = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     gw = await gateway_for(start_gateway, upstream)
     assert (await http(f"{gw.url}/x", method="POST", body=b"")).code == 200
     head = upstream.requests[0].lower()

@@ -22,6 +22,7 @@ from tornado.web import Application, RequestHandler
 
 from gateway.jsonbody import MAX_DEPTH
 from tests.support.gateway_process import GatewayProcess
+from tests.support.proc import status_kib
 
 MiB = 1024 * 1024
 WIDE = b"[" + b",".join([b"{}"] * (10 * MiB // 3)) + b"]"  # 10 MiB of the densest small objects
@@ -58,14 +59,6 @@ def config(url: str, port: int = 0, max_body_bytes: int = 16 * MiB) -> str:
     routes:
       - {{name: json, path: /json, upstream: up, validate_json: true}}
     """
-
-
-def status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
 
 
 async def probe_loop(url: str, stop: asyncio.Event, latencies: list[float]) -> None:
