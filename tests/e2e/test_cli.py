@@ -178,6 +178,16 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], seconds: float = 20) -
     raise AssertionError(f"nothing listens on {port}")
 
 
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if a failed test left it running, and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
 def stop(proc: subprocess.Popen[str]) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -210,11 +220,7 @@ logging: {{level: warning, format: text}}
         assert stop(proc) == 0
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
         upstream.close()
 
 
@@ -288,12 +294,7 @@ def test_demo_prints_three_curl_lines_that_work_as_printed() -> None:
         assert stop(proc) == 0
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        reap(proc)
 
 
 # --- operator mistakes: one line, the right exit code, no traceback (issue 13, finding 12) ---
@@ -455,12 +456,7 @@ def test_json_logs_carry_an_iso_8601_utc_timestamp(tmp_path: Path) -> None:
         operational = [json.loads(line) for line in proc.stderr.read().splitlines()]
         access = [json.loads(line) for line in proc.stdout.read().splitlines()]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        reap(proc)
     assert operational[0]["message"] == f"gateway listening on 127.0.0.1:{port}"
     assert len(access) == 1 and access[0]["status"] == 404
     for entry in [*operational, *access]:
