@@ -149,16 +149,15 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
                     self.fail(error)
         return None
 
-    async def _serve(self, *args: str) -> None:
-        """Every HTTP method: the whole request has been read; forward (a streamed body is already
-        on its way) or aggregate, and finish the answer."""
+    async def serve(self) -> None:
+        """The whole request has been read (started by the application's delegate,
+        :class:`gateway.http.app._ProxyDelegate`): forward (a streamed body is already on its way)
+        or aggregate, and finish the answer."""
         self.read_done = True
         self._stop_body_timer()
         if self.phase == Phase.ENDED:
             return
         await self._run()
-
-    get = head = post = put = patch = delete = options = _serve
 
     def on_connection_close(self) -> None:
         if self.phase != Phase.ENDED:
