@@ -97,3 +97,10 @@ def test_remembered_verdicts_are_bounded() -> None:
         rules.permits(f"192.168.{i // 256}.{i % 256}")
     assert len(rules._verdicts) == 10000
     assert rules.permits("10.9.9.9") is False
+
+
+@pytest.mark.parametrize("client", ["010.0.0.1", "10.0.1", "10.0.0.1 ", " 10.0.0.1", "10.0.0.1\x00", "1e1.0.0.1",
+                                    "::ffff:10.0.0.1%", "::ffff:010.0.0.1", "[::1]", "0x0a000001"])
+def test_spellings_that_are_not_an_address_are_refused(client: str) -> None:
+    assert IpRules(("10.0.0.0/8", "::/0"), ()).permits(client) is False
+    assert IpRules((), ("192.0.2.0/24",)).permits(client) is False
