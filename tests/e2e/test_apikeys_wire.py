@@ -273,3 +273,46 @@ async def test_a_key_never_appears_in_a_log_line(echo: Any, tmp_path: Any, http:
     assert "log-7" in output  # the lines were collected
     for secret in (KEY_A, KEY_B, env_key, wrong, huge[:64], DIGEST_B):
         assert secret not in output
+
+
+@pytest.mark.expect_errors("gateway", r"^reload of .* refused, the running config stays:")
+async def test_a_reload_rotates_keys_and_ip_rules(echo: Any, tmp_path: Any, http: Any) -> None:
+    """Key rotation: a reload swaps the consumers (the old key stops, the new one works) and the IP
+    rules; a refused reload (a bad digest) keeps the running keys."""
+    from gateway.config import ConfigError
+    from gateway.loader import load_config
+    from gateway.server import GatewayServer
+
+    path = tmp_path / "gateway.yaml"
+
+    def write(consumer: str, rule: str) -> None:
+        path.write_text(textwrap.dedent(f"""\
+            server: {{host: 127.0.0.1, port: 0, drain_seconds: 0.5}}
+            admin: {{host: 127.0.0.1, port: 0}}
+            logging: {{access_log: false}}
+            auth:
+              api_keys:
+                consumers: [{consumer}]
+            upstreams: {{echo: {{targets: ["{echo.url}"]}}}}
+            routes: [{{name: k, path: /k, upstream: echo, {rule}}}]
+            """))
+
+    write(f"{{subject: a, key: {KEY_A}}}", "ip_allow: [127.0.0.1]")
+    server = GatewayServer(load_config(str(path)))
+    await server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/k"
+        assert (await http(url, headers={"X-Api-Key": KEY_A})).code == 200
+        write(f"{{subject: a, key_sha256: {DIGEST_B}}}", "ip_allow: [127.0.0.1]")
+        await server.reload()
+        assert (await http(url, headers={"X-Api-Key": KEY_A})).code == 401
+        assert (await http(url, headers={"X-Api-Key": KEY_B})).code == 200
+        write(f"{{subject: a, key_sha256: {DIGEST_B}}}", "ip_deny: [127.0.0.1]")
+        await server.reload()
+        assert (await http(url, headers={"X-Api-Key": KEY_B})).code == 403
+        write("{subject: a, key_sha256: not-hex}", "ip_allow: [127.0.0.1]")
+        with pytest.raises(ConfigError):
+            await server.reload()
+        assert (await http(url, headers={"X-Api-Key": KEY_B})).code == 403  # the running config stays
+    finally:
+        await server.shutdown()
