@@ -72,8 +72,28 @@ class JwtConfig:
 
 
 @dataclass(frozen=True)
+class ApiKeyConsumer:
+    """One API key: who it speaks for. The loader hashes a plaintext ``key`` at load, so only
+    the digest is kept (no plaintext key in this object, its repr or a dump of it)."""
+
+    subject: str
+    key_sha256: bytes  # the 32-byte SHA-256 digest of the key
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiKeysConfig:
+    header: str = "X-Api-Key"
+    consumers: tuple[ApiKeyConsumer, ...] = ()
+    # Identity headers for consumers when auth.jwt is absent (with auth.jwt, its claims_to_headers apply):
+    # claim (sub, scope) -> header.
+    claims_to_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     jwt: JwtConfig | None = None
+    api_keys: ApiKeysConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +217,9 @@ class RouteConfig:
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
     plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+    auth_methods: tuple[str, ...] = ()  # jwt | api_key; the loader fills in every configured one
+    ip_allow: tuple[str, ...] = ()  # CIDRs, validated by the loader; empty: no allow list
+    ip_deny: tuple[str, ...] = ()  # CIDRs; deny wins over allow
 
 
 @dataclass(frozen=True)

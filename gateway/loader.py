@@ -18,9 +18,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .apikeys import MAX_KEY_BYTES, MIN_KEY_CHARS, RESERVED_KEY_HEADERS, digest_of
 from .config import (
     AdminConfig,
     AggregatePart,
+    ApiKeyConsumer,
+    ApiKeysConfig,
     AuthConfig,
     CircuitBreakerConfig,
     ConfigError,
@@ -41,6 +44,7 @@ from .config import (
     UpstreamConfig,
     UpstreamTls,
 )
+from .policies.iprules import parse_rule
 from .policies.plugins import PluginLoadError, load_plugin
 from .routing import PATH_PARAM
 from .tables import (
@@ -198,6 +202,19 @@ def _cidr(value: Any) -> str:
     return value
 
 
+def _ip_rule(value: Any) -> str:
+    value = _str()(value)
+    try:
+        parse_rule(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
+
+
+def _auth_method(value: Any) -> str:
+    return _str(("jwt", "api_key"))(value)
+
+
 FieldTable = Mapping[str, tuple[str, Callable[[Any], Any]]]
 
 
@@ -352,8 +369,90 @@ class _Builder:
         }))
 
     def auth(self, raw: Any, path: str) -> AuthConfig:
-        kw = self.fields(raw, path, {"jwt": ("jwt", self.section(self.jwt, join_path(path, "jwt")))})
+        kw = self.fields(raw, path, {"jwt": ("jwt", self.section(self.jwt, join_path(path, "jwt"))),
+                                     "api_keys": ("api_keys", self.section(self.api_keys, join_path(path, "api_keys")))})
+        jwt, keys = kw.get("jwt"), kw.get("api_keys")
+        if jwt is not None and keys is not None and keys.claims_to_headers and jwt.claims_to_headers:
+            self.problems.add(join_path(join_path(path, "api_keys"), "claims_to_headers"),
+                              "set it once, in auth.jwt.claims_to_headers: it applies to API-key consumers too")
         return AuthConfig(**kw)
+
+    def api_keys(self, raw: Any, path: str) -> ApiKeysConfig | None:
+        """``auth.api_keys``: the header and the consumers, each key kept as its SHA-256 digest only."""
+        if raw is None:
+            return None
+        kw = self.fields(raw, path, {
+            "header": ("header", self.key_header),
+            "consumers": ("consumers", lambda v: self.consumers(v, join_path(path, "consumers"))),
+            "claims_to_headers": ("claims_to_headers", self.key_claim_headers),
+        }, required=("consumers",))
+        return ApiKeysConfig(**kw)
+
+    def key_claim_headers(self, value: Any) -> dict[str, str]:
+        mapping = self.claim_headers(value)
+        for claim in mapping:
+            if claim not in ("sub", "scope"):
+                raise _Invalid(f"a consumer has the claims sub and scope only, not '{claim}'")
+        return mapping
+
+    def key_header(self, value: Any) -> str:
+        name = _header_name(value)
+        if name.lower() in RESERVED_KEY_HEADERS:
+            raise _Invalid(f"'{name}' is a header the gateway reads or sets itself; name another (X-Api-Key)")
+        return name
+
+    def consumers(self, raw: Any, path: str) -> tuple[ApiKeyConsumer, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise _Invalid("expected a non-empty list of consumers")
+        out: list[ApiKeyConsumer] = []
+        seen: dict[bytes, int] = {}
+        for i, item in enumerate(raw):
+            where = join_path(path, i)
+            kw = self.fields(item, where, {
+                "subject": ("subject", self.subject),
+                "key": ("key", self.plaintext_key),
+                "key_sha256": ("key_sha256", self.key_digest),
+                "scopes": ("scopes", _str_list()),
+            }, required=("subject",))
+            has_key, has_digest = "key" in kw, "key_sha256" in kw
+            if has_key == has_digest:
+                if not any(p.startswith(join_path(where, "key")) for p in self.problems):
+                    self.problems.add(where, "needs exactly one of key or key_sha256")
+                continue
+            digest = kw.pop("key") if has_key else kw.pop("key_sha256")
+            if "subject" not in kw:
+                continue
+            if digest in seen:
+                self.problems.add(join_path(where, "key" if has_key else "key_sha256"),
+                                  f"the same key as {path}[{seen[digest]}]: a key names one consumer")
+                continue
+            seen[digest] = i
+            out.append(ApiKeyConsumer(key_sha256=digest, **kw))
+        return tuple(out)
+
+    def subject(self, value: Any) -> str:
+        value = _str()(value)
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise _Invalid("must not hold control characters (it is sent upstream as a header value)")
+        return value
+
+    def plaintext_key(self, value: Any) -> bytes:
+        """A plaintext key, checked and hashed at once: the config keeps its digest only."""
+        if isinstance(value, EnvText):
+            value = value.text
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {_kind(value)}")  # never echo a key's value
+        if not all("!" <= c <= "~" for c in value):
+            raise _Invalid("must be printable ASCII without spaces (a header value carries it as is)")
+        if not MIN_KEY_CHARS <= len(value) <= MAX_KEY_BYTES:
+            raise _Invalid(f"must be {MIN_KEY_CHARS} to {MAX_KEY_BYTES} characters (`gateway key` makes one)")
+        return digest_of(value)
+
+    def key_digest(self, value: Any) -> bytes:
+        value = _str()(value)
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise _Invalid("expected the 64 hex digits of a SHA-256 digest (`gateway key` prints one)")
+        return bytes.fromhex(value)
 
     def jwt(self, raw: Any, path: str) -> JwtConfig | None:
         if raw is None:
@@ -631,6 +730,9 @@ class _Builder:
             "cors": ("cors", self.section(self.cors, join_path(path, "cors"))),
             "aggregate": ("aggregate", lambda v: self.aggregate(v, join_path(path, "aggregate"), upstreams)),
             "plugins": ("plugins", self.route_plugins),
+            "auth_methods": ("auth_methods", _str_list(_auth_method)),
+            "ip_allow": ("ip_allow", _str_list(_ip_rule)),
+            "ip_deny": ("ip_deny", _str_list(_ip_rule)),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
@@ -652,13 +754,37 @@ class _Builder:
             kw["methods"] = ("GET",)  # HEAD follows GET; anything else is a 405
         if kw.get("rewrite_prefix") and not kw.get("strip_prefix"):
             kw["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
-        mode = kw.get("auth", "required" if auth.jwt is not None else "none")
-        if mode != "none" and auth.jwt is None:
-            self.problems.add(join_path(path, "auth"), f"'{mode}' needs auth.jwt to be configured")
+        configured = tuple(m for m, section in (("jwt", auth.jwt), ("api_key", auth.api_keys)) if section is not None)
+        mode = kw.get("auth", "required" if configured else "none")
+        if mode != "none" and not configured:
+            self.problems.add(join_path(path, "auth"), f"'{mode}' needs auth.jwt or auth.api_keys to be configured")
         if kw.get("scopes") and mode == "none":
             self.problems.add(join_path(path, "scopes"), "scopes need auth: required or optional")
         kw["auth"] = mode
+        kw["auth_methods"] = self.auth_methods(kw.get("auth_methods"), join_path(path, "auth_methods"), mode,
+                                               configured)
+        if "ip_allow" in kw and not kw["ip_allow"]:
+            self.problems.add(join_path(path, "ip_allow"), "an empty allow list refuses every client: "
+                                                          "list the CIDRs to let in, or leave the key out")
         return RouteConfig(**kw)
+
+    def auth_methods(self, methods: tuple[str, ...] | None, path: str, mode: str, configured: tuple[str, ...]
+                     ) -> tuple[str, ...]:
+        """A route's ``auth_methods``: default every configured method (none on an ``auth: none`` route)."""
+        if methods is None:
+            return configured if mode != "none" else ()
+        if mode == "none":
+            self.problems.add(path, "auth_methods need auth: required or optional")
+            return ()
+        if not methods:
+            self.problems.add(path, "must name at least one of jwt, api_key")
+        for method in methods:
+            if method not in configured:
+                section = "auth.jwt" if method == "jwt" else "auth.api_keys"
+                self.problems.add(path, f"'{method}' needs {section} to be configured")
+        if len(set(methods)) != len(methods):
+            self.problems.add(path, "lists a method twice")
+        return tuple(m for m in ("jwt", "api_key") if m in methods)
 
     def aggregate(self, raw: Any, path: str, upstreams: Mapping[str, UpstreamConfig]
                   ) -> tuple[AggregatePart, ...]:

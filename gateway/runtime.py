@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tornado.httpclient import AsyncHTTPClient
 
 from .aggregate import AggregatePlan
+from .apikeys import ApiKeyRing
 from .auth import Authenticator
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .headers import HeaderPlan, TrustedProxies
@@ -76,6 +77,7 @@ class Runtime:
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
         self.authenticator = (Authenticator(config.auth.jwt, on_jwks_refresh=on_jwks_refresh)
                               if config.auth.jwt is not None else None)
+        self.api_keys = _key_ring(config)
         # The store is built by start(), in the running loop: redis-py's asyncio client
         # belongs to the loop that runs it, and a runtime built only to check a config
         # (`gateway check`, or serve before its loop starts) must not hold a Redis pool.
@@ -98,11 +100,11 @@ class Runtime:
             self.pools[name] = old if old is not None and old.config == upstream and old.ssl_context is context \
                 else UpstreamPool(upstream, ssl_context=context, on_state_change=_for_upstream(on_target_change, name))
         self._ssl = {name: pool.ssl_context for name, pool in self.pools.items() if pool.ssl_context is not None}
-        header_rules = HeaderRules(self.authenticator)
+        header_rules = HeaderRules(self.authenticator, self.api_keys)
         builder = StepBuilder(
             config.server, config.cors, self.authenticator, {p.name: p.plugin for p in config.plugins},
             on_rate_limited=metrics.rate_limit_refused if metrics is not None else None,
-            on_plugin_time=metrics.plugin_time if metrics is not None else None)
+            on_plugin_time=metrics.plugin_time if metrics is not None else None, keys=self.api_keys)
         self.plans: dict[str, RoutePlan] = {}
         for route in config.routes:
             target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
@@ -209,6 +211,17 @@ def _for_upstream(report: Callable[[str, Target], None] | None, upstream: str) -
     if report is None:
         return None
     return lambda target: report(upstream, target)
+
+
+def _key_ring(config: GatewayConfig) -> ApiKeyRing | None:
+    """``auth.api_keys`` compiled, with the identity mapping of ``auth.jwt`` when configured (one
+    mapping for both kinds of caller), else the section's own."""
+    keys, jwt = config.auth.api_keys, config.auth.jwt
+    if keys is None:
+        return None
+    if jwt is not None:
+        return ApiKeyRing(keys, jwt.claims_to_headers, jwt.scope_claim)
+    return ApiKeyRing(keys, keys.claims_to_headers)
 
 
 def _uses_tls(upstream: UpstreamConfig) -> bool:

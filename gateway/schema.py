@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from .config import (
     AdminConfig,
+    ApiKeysConfig,
     CircuitBreakerConfig,
     CorsConfig,
     GatewayConfig,
@@ -142,8 +143,30 @@ class Jwt(_Section):
     cache_size: NonNegativeInt = Field(JwtConfig.cache_size, description="verified tokens kept; 0 disables")
 
 
+class ApiKeyConsumer(_Section):
+    """One API key and who it speaks for; exactly one of ``key`` or ``key_sha256``."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["key"]}, {"required": ["key_sha256"]}]})
+    subject: Text = Field(description="the caller's identity, as a token's sub claim")
+    key: Annotated[str, Field(pattern=r"^[!-~]{16,1024}$")] | EnvRef = Field(
+        default=None, description="the key itself (16-1024 printable ASCII), e.g. ${PARTNER_KEY}; hashed at load")
+    key_sha256: Annotated[str, Field(pattern="^[0-9a-fA-F]{64}$")] | EnvRef = Field(
+        default=None, description="SHA-256 of the key, hex (`gateway key --subject S` prints it)")
+    scopes: TextList = Field(default_factory=list, description="the consumer's scopes")
+
+
+class ApiKeys(_Section):
+    """API keys: consumers identified by a key in one request header."""
+
+    header: HeaderName = Field(ApiKeysConfig.header, description="the request header that carries the key")
+    consumers: list[ApiKeyConsumer] = Field(min_length=1)
+    claims_to_headers: dict[Literal["sub", "scope"], HeaderName] = Field(
+        default_factory=dict, description="identity headers when auth.jwt is absent (else its claims_to_headers)")
+
+
 class Auth(_Section):
     jwt: Jwt | None = None
+    api_keys: ApiKeys | None = None
 
 
 class Target(_Section):
@@ -252,6 +275,10 @@ class Route(_Section):
     aggregate: list[AggregatePart] = Field(default=None, min_length=1,
                                            description="GET several upstreams and merge their JSON")
     plugins: TextList = Field(default_factory=list, description="names from plugins, run in this order")
+    auth_methods: Literal["jwt", "api_key"] | list[Literal["jwt", "api_key"]] = Field(
+        default=None, description="credentials this route accepts; default: every configured one")
+    ip_allow: TextList = Field(default=None, description="CIDRs let in (the client address after trusted_proxies)")
+    ip_deny: TextList = Field(default=None, description="CIDRs refused with 403; deny wins over allow")
 
 
 class Plugin(_Section):

@@ -2,7 +2,7 @@
 
 A request's way through the gateway, written once (:data:`ORDER`)::
 
-    request id → route → CORS preflight → auth → scopes → (IP rules) → rate limit
+    request id → route → CORS preflight → auth → scopes → IP rules → rate limit
     → body rules → plugins → forward
 
 The request id and the route are known before any route is (the conductor runs
@@ -53,7 +53,8 @@ __all__ = ["ORDER", "CompiledRoute", "Step", "Request", "Response", "Reply", "Re
 
 # The policy order, written once. "request_id" and "route" run for every request before the
 # route is known; the rest are compiled per route (gateway.policies.compile.compile_steps).
-# "ip_rules" is the slot SPEC §8's IP allow/deny lists take (issue 17).
+# "ip_rules": SPEC §8's IP allow/deny lists (gateway.policies.iprules; a route with CORS also checks them ahead of
+# CORS for preflights, which the CORS step answers itself).
 ORDER: tuple[str, ...] = (
     "request_id", "route", "cors", "auth", "scopes", "ip_rules", "rate_limit", "body", "plugins",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import textwrap
 
 import pytest
@@ -108,7 +109,7 @@ BAD_CONFIGS = [
      ["upstreams.u.connect_timeout: must be greater than 0",
       "upstreams.u.request_timeout: expected a number of seconds, got a string"]),
     ("auth required without jwt", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, auth: required}]\n",
-     ["routes[0].auth: 'required' needs auth.jwt to be configured"]),
+     ["routes[0].auth: 'required' needs auth.jwt or auth.api_keys to be configured"]),
     ("bad CIDR", "server: {trusted_proxies: [10.0.0.0/8, not-a-net]}\n",
      ["server.trusted_proxies: item 1: 'not-a-net' is not an IP address or CIDR"]),
     ("body timeout zero", "server: {body_timeout_seconds: 0}\n",
@@ -293,3 +294,132 @@ def test_a_numeric_secret_from_the_environment_keeps_its_text() -> None:
 ])
 def test_body_timeout_default_and_value(text: str, expected: float) -> None:
     assert parse_config(text).server.body_timeout_seconds == expected
+
+
+# --- auth.api_keys, auth_methods, ip_allow / ip_deny (issue 17) ---
+
+KEY = "partner-a-key-0123456789"
+KEY_DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
+KEYS = "auth:\n  api_keys:\n    consumers: [{subject: partner-a, key: " + KEY + "}]\n"
+JWT = f"auth:\n  jwt: {{algorithms: [HS256], secret: {SECRET}}}\n"
+
+
+def route(extra: str) -> str:
+    return UPSTREAM + "routes: [{name: a, path: /a, upstream: orders" + extra + "}]\n"
+
+
+KEY_BAD_CONFIGS = [
+    ("consumers missing", "auth: {api_keys: {header: X-Key}}\n", ["auth.api_keys.consumers: is required"]),
+    ("consumers empty", "auth: {api_keys: {consumers: []}}\n",
+     ["auth.api_keys.consumers: expected a non-empty list of consumers"]),
+    ("neither key nor digest", "auth: {api_keys: {consumers: [{subject: a}]}}\n",
+     ["auth.api_keys.consumers[0]: needs exactly one of key or key_sha256"]),
+    ("both key and digest", f"auth: {{api_keys: {{consumers: [{{subject: a, key: {KEY}, key_sha256: {KEY_DIGEST}}}]}}}}\n",
+     ["auth.api_keys.consumers[0]: needs exactly one of key or key_sha256"]),
+    ("no subject", f"auth: {{api_keys: {{consumers: [{{key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.consumers[0].subject: is required"]),
+    ("short key", "auth: {api_keys: {consumers: [{subject: a, key: short-key}]}}\n",
+     ["auth.api_keys.consumers[0].key: must be 16 to 1024 characters (`gateway key` makes one)"]),
+    ("key with a space", "auth: {api_keys: {consumers: [{subject: a, key: 'a key with spaces inside'}]}}\n",
+     ["auth.api_keys.consumers[0].key: must be printable ASCII without spaces (a header value carries it as is)"]),
+    ("non-ASCII key", "auth: {api_keys: {consumers: [{subject: a, key: 'clé-0123456789abcdef'}]}}\n",
+     ["auth.api_keys.consumers[0].key: must be printable ASCII without spaces (a header value carries it as is)"]),
+    ("numeric key", "auth: {api_keys: {consumers: [{subject: a, key: 12345678901234567890}]}}\n",
+     ["auth.api_keys.consumers[0].key: expected a string, got an integer"]),
+    ("digest not hex", "auth: {api_keys: {consumers: [{subject: a, key_sha256: " + "g" * 64 + "}]}}\n",
+     ["auth.api_keys.consumers[0].key_sha256: expected the 64 hex digits of a SHA-256 digest "
+      "(`gateway key` prints one)"]),
+    ("digest too short", "auth: {api_keys: {consumers: [{subject: a, key_sha256: abcd}]}}\n",
+     ["auth.api_keys.consumers[0].key_sha256: expected the 64 hex digits of a SHA-256 digest "
+      "(`gateway key` prints one)"]),
+    ("the same key twice", f"auth: {{api_keys: {{consumers: [{{subject: a, key: {KEY}}}, "
+     f"{{subject: b, key_sha256: {KEY_DIGEST.upper()}}}]}}}}\n",
+     ["auth.api_keys.consumers[1].key_sha256: the same key as auth.api_keys.consumers[0]: a key names one consumer"]),
+    ("subject with a line break", f"auth: {{api_keys: {{consumers: [{{subject: \"a\\nb\", key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.consumers[0].subject: must not hold control characters (it is sent upstream as a header value)"]),
+    ("key header the gateway owns", f"auth: {{api_keys: {{header: Authorization, consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.header: 'Authorization' is a header the gateway reads or sets itself; name another (X-Api-Key)"]),
+    ("key header X-Forwarded-For", f"auth: {{api_keys: {{header: x-forwarded-for, consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.header: 'x-forwarded-for' is a header the gateway reads or sets itself; name another (X-Api-Key)"]),
+    ("key header not a token", f"auth: {{api_keys: {{header: 'X Key', consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.header: 'X Key' is not a valid header name"]),
+    ("key claims_to_headers beyond sub and scope",
+     f"auth: {{api_keys: {{claims_to_headers: {{email: X-Email}}, consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.claims_to_headers: a consumer has the claims sub and scope only, not 'email'"]),
+    ("two identity mappings", f"auth:\n  jwt: {{algorithms: [HS256], secret: {SECRET}, claims_to_headers: {{sub: X-User}}}}\n"
+     f"  api_keys: {{claims_to_headers: {{sub: X-User}}, consumers: [{{subject: a, key: {KEY}}}]}}\n",
+     ["auth.api_keys.claims_to_headers: set it once, in auth.jwt.claims_to_headers: it applies to API-key "
+      "consumers too"]),
+    ("auth_methods without the section", JWT + route(", auth_methods: [api_key]"),
+     ["routes[0].auth_methods: 'api_key' needs auth.api_keys to be configured"]),
+    ("auth_methods jwt without jwt", KEYS + route(", auth_methods: [jwt, api_key]"),
+     ["routes[0].auth_methods: 'jwt' needs auth.jwt to be configured"]),
+    ("auth_methods unknown", KEYS + route(", auth_methods: [basic]"),
+     ["routes[0].auth_methods: item 0: must be one of jwt, api_key, got 'basic'"]),
+    ("auth_methods empty", KEYS + route(", auth_methods: []"),
+     ["routes[0].auth_methods: must name at least one of jwt, api_key"]),
+    ("auth_methods twice", KEYS + route(", auth_methods: [api_key, api_key]"),
+     ["routes[0].auth_methods: lists a method twice"]),
+    ("auth_methods on an auth: none route", KEYS + route(", auth: none, auth_methods: [api_key]"),
+     ["routes[0].auth_methods: auth_methods need auth: required or optional"]),
+    ("bad CIDR in ip_allow", route(", ip_allow: [10.0.0.0/8, 10.0.0.0/33, nowhere]"),
+     ["routes[0].ip_allow: item 1: '10.0.0.0/33' is not an IP address or CIDR"]),
+    ("a word in ip_deny", route(", ip_deny: [nowhere]"),
+     ["routes[0].ip_deny: item 0: 'nowhere' is not an IP address or CIDR"]),
+    ("host bits set", route(", ip_allow: [10.1.2.3/8]"),
+     ["routes[0].ip_allow: item 0: '10.1.2.3/8' has host bits set: did you mean 10.0.0.0/8?"]),
+    ("IPv6 host bits set", route(", ip_deny: ['2001:db8::1/32']"),
+     ["routes[0].ip_deny: item 0: '2001:db8::1/32' has host bits set: did you mean 2001:db8::/32?"]),
+    ("empty ip_allow", route(", ip_allow: []"),
+     ["routes[0].ip_allow: an empty allow list refuses every client: list the CIDRs to let in, or leave the key out"]),
+    ("ip_allow not a list", route(", ip_allow: {a: 1}"),
+     ["routes[0].ip_allow: expected a list, got a mapping"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in KEY_BAD_CONFIGS], ids=[c[0] for c in KEY_BAD_CONFIGS])
+def test_api_key_and_ip_rule_problems_with_location(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+def test_a_problem_with_a_key_never_shows_the_key() -> None:
+    secretish = "sk_live_" + "x" * 4 + " y"  # refused (a space), and must not be echoed
+    found = problems(f"auth: {{api_keys: {{consumers: [{{subject: a, key: '{secretish}'}}]}}}}\n")
+    assert found and not any("sk_live_" in problem for problem in found)
+
+
+def test_keys_are_kept_as_digests_only() -> None:
+    config = parse_config(
+        "auth:\n  api_keys:\n    header: X-Partner-Key\n    consumers:\n"
+        f"      - {{subject: partner-a, key: '${{PARTNER_KEY}}', scopes: [orders:read]}}\n"
+        f"      - {{subject: partner-b, key_sha256: {KEY_DIGEST.upper()}}}\n",
+        environ={"PARTNER_KEY": "from-the-environment-0123"})
+    keys = config.auth.api_keys
+    assert keys is not None and keys.header == "X-Partner-Key"
+    assert [(c.subject, c.key_sha256, c.scopes) for c in keys.consumers] == [
+        ("partner-a", hashlib.sha256(b"from-the-environment-0123").digest(), ("orders:read",)),
+        ("partner-b", bytes.fromhex(KEY_DIGEST), ()),
+    ]
+    assert "from-the-environment" not in repr(config)
+
+
+@pytest.mark.parametrize("auth, extra, mode, methods", [
+    (KEYS, "", "required", ("api_key",)),
+    (JWT, "", "required", ("jwt",)),
+    (JWT + KEYS.removeprefix("auth:\n"), "", "required", ("jwt", "api_key")),
+    (JWT + KEYS.removeprefix("auth:\n"), ", auth_methods: [api_key, jwt]", "required", ("jwt", "api_key")),
+    (JWT + KEYS.removeprefix("auth:\n"), ", auth_methods: api_key", "required", ("api_key",)),
+    (JWT + KEYS.removeprefix("auth:\n"), ", auth: optional, auth_methods: [jwt]", "optional", ("jwt",)),
+    (KEYS, ", auth: none", "none", ()),
+    ("", "", "none", ()),
+])
+def test_auth_mode_and_methods_default_to_what_is_configured(auth: str, extra: str, mode: str,
+                                                             methods: tuple[str, ...]) -> None:
+    config = parse_config(auth + route(extra))
+    assert (config.routes[0].auth, config.routes[0].auth_methods) == (mode, methods)
+
+
+def test_ip_rules_load_as_written() -> None:
+    config = parse_config(route(", ip_allow: [10.0.0.0/8, '::1', '::ffff:192.168.0.0/112'], ip_deny: 10.0.5.0/24"))
+    assert config.routes[0].ip_allow == ("10.0.0.0/8", "::1", "::ffff:192.168.0.0/112")
+    assert config.routes[0].ip_deny == ("10.0.5.0/24",)
