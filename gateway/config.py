@@ -197,6 +197,9 @@ class RouteConfig:
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
     plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+    websocket: bool = False  # relay `Upgrade: websocket` handshakes (SPEC §6)
+    websocket_idle_seconds: float = 300.0  # a socket with no frame either way this long: close 1001
+    websocket_max_message_bytes: int = 1024 * 1024  # a larger message: close 1009
 
 
 @dataclass(frozen=True)

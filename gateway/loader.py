@@ -631,6 +631,9 @@ class _Builder:
             "cors": ("cors", self.section(self.cors, join_path(path, "cors"))),
             "aggregate": ("aggregate", lambda v: self.aggregate(v, join_path(path, "aggregate"), upstreams)),
             "plugins": ("plugins", self.route_plugins),
+            "websocket": ("websocket", _bool),
+            "websocket_idle_seconds": ("websocket_idle_seconds", _seconds()),
+            "websocket_max_message_bytes": ("websocket_max_message_bytes", _int(minimum=1, maximum=1 << 30)),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
@@ -658,7 +661,21 @@ class _Builder:
         if kw.get("scopes") and mode == "none":
             self.problems.add(join_path(path, "scopes"), "scopes need auth: required or optional")
         kw["auth"] = mode
+        self.route_websocket(kw, path)
         return RouteConfig(**kw)
+
+    def route_websocket(self, kw: dict[str, Any], path: str) -> None:
+        """SPEC §6: a WebSocket route relays to one upstream and takes GET (the handshake); its limits
+        mean nothing on a route that relays no upgrade, so setting them there is a mistake, said so."""
+        if not kw.get("websocket"):
+            for key in ("websocket_idle_seconds", "websocket_max_message_bytes"):
+                if key in kw:
+                    self.problems.add(join_path(path, key), "only applies to a route with websocket: true")
+            return
+        if "aggregate" in kw:
+            self.problems.add(join_path(path, "websocket"), "an aggregate route cannot relay WebSockets")
+        if kw.get("methods") is not None and "GET" not in kw["methods"]:
+            self.problems.add(join_path(path, "methods"), "a websocket route must allow GET (the handshake)")
 
     def aggregate(self, raw: Any, path: str, upstreams: Mapping[str, UpstreamConfig]
                   ) -> tuple[AggregatePart, ...]:

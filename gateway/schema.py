@@ -252,6 +252,11 @@ class Route(_Section):
     aggregate: list[AggregatePart] = Field(default=None, min_length=1,
                                            description="GET several upstreams and merge their JSON")
     plugins: TextList = Field(default_factory=list, description="names from plugins, run in this order")
+    websocket: Bool = Field(RouteConfig.websocket, description="relay Upgrade: websocket handshakes (SPEC §6)")
+    websocket_idle_seconds: Seconds = Field(RouteConfig.websocket_idle_seconds,
+                                            description="no frame either way this long: close 1001 (websocket routes)")
+    websocket_max_message_bytes: PositiveInt = Field(RouteConfig.websocket_max_message_bytes,
+                                                     description="a larger message: close 1009 (websocket routes)")
 
 
 class Plugin(_Section):

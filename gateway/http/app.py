@@ -21,6 +21,7 @@ from tornado.web import Application
 from ..runtime import RuntimeHolder
 from .endpoints import ENDPOINTS
 from .handler import ProxyHandler
+from .websocket import WebSocketProxyHandler
 
 __all__ = ["GatewayApplication"]
 
@@ -39,6 +40,8 @@ class GatewayApplication(Application):
 
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
         handler = ENDPOINTS.get(request.path, ProxyHandler)
+        if handler is ProxyHandler and "Upgrade" in request.headers:
+            handler = WebSocketProxyHandler  # relays the handshake on a websocket: true route, else ProxyHandler's way
         return self.get_handler_delegate(request, handler, self._kwargs)
 
     def log_request(self, handler: Any) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from ..auth import Authenticator
 from ..config import CorsConfig, RouteConfig, ServerConfig
+from ..websocket import WebSocketOriginStep
 from . import ORDER, Step, finish_compile
 from .auth import AuthStep
 from .body import BodyStep
@@ -52,9 +53,12 @@ class StepBuilder:
     def _steps(self, name: str, route: RouteConfig, limit_key: LimitKey, replay_buffer_bytes: int) -> list[Step]:
         authenticator = self.authenticator
         if name == "cors":
-            if route.cors is not None:
-                return [CorsStep(CorsPolicy(route.cors))]
-            return [self.global_cors] if self.global_cors is not None else []
+            cors = CorsStep(CorsPolicy(route.cors)) if route.cors is not None else self.global_cors
+            if cors is None:
+                return []
+            if route.websocket:  # a handshake's Origin is checked too (gateway.websocket)
+                return [cors, WebSocketOriginStep(cors.policy)]
+            return [cors]
         if name == "auth":
             if route.auth == "none" or authenticator is None:
                 return []
