@@ -8,7 +8,7 @@ the client, ``drop`` drops the connection, ``flood:N:SIZE`` sends N binary messa
 write), ``big:SIZE`` sends one; anything else is echoed back as it came.
 
 :func:`start_chat_upstream` runs :data:`CHAT_APP` (the issue's chat backend: a room
-broadcast over ``/ws?room_name=&user_id=``) under uvicorn in a thread, on an
+broadcast over ``/ws?room_name=&user_id=``; ``/echo`` echoes) under uvicorn in a thread, on an
 ephemeral loopback port; the returned object's ``stop()`` ends it.
 """
 
@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # module level: FastAPI reads the annotations
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 
@@ -102,8 +103,6 @@ def ws_app(record: WsRecord, *, subprotocol: str | None = None, welcome: str | N
 # --- the FastAPI chat backend of the issue ---
 
 def _chat_app() -> Any:
-    from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-
     app = FastAPI()
     rooms: dict[str, set[WebSocket]] = {}
 
@@ -133,6 +132,21 @@ def _chat_app() -> Any:
             pass
         finally:
             members.discard(websocket)
+
+    @app.websocket("/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    await websocket.send_bytes(message["bytes"])
+                else:
+                    await websocket.send_text(message["text"])
+        except WebSocketDisconnect:
+            pass
 
     return app
 
