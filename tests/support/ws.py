@@ -4,7 +4,7 @@
 ``start_upstream(ws_app(...))``) that records what it saw: the handshake's headers,
 messages (kind and payload), pings, close code and reason. What it does with a
 message is scripted by its text: ``close:CODE:REASON`` closes, ``ping:DATA`` pings
-the client, ``drop`` drops the connection, ``flood:N:SIZE`` sends N binary messages of SIZE bytes (awaiting each
+the client, ``drop`` drops the connection, ``stall:SECONDS`` reads nothing for that long, ``flood:N:SIZE`` sends N binary messages of SIZE bytes (awaiting each
 write), ``big:SIZE`` sends one; anything else is echoed back as it came.
 
 :func:`start_chat_upstream` runs :data:`CHAT_APP` (the issue's chat backend: a room
@@ -75,6 +75,8 @@ class _Scripted(WebSocketHandler):
             for _ in range(int(count)):
                 await self.write_message(chunk, binary=True)
             await self.write_message("flood done")
+        elif isinstance(message, str) and message.startswith("stall:"):  # reads nothing more for a while
+            await asyncio.sleep(float(message[6:]))
         elif message == "drop":  # the connection just goes, no close frame
             self.ws_connection.stream.close()  # type: ignore[union-attr]
         elif isinstance(message, str) and message.startswith("big:"):
