@@ -269,6 +269,14 @@ async def test_upstream_close_code_and_reason_reach_the_client(upstream, start_g
         assert await closed_with(ws) == (code, reason)
 
 
+async def test_messages_sent_just_before_a_close_arrive_before_it(upstream, start_gateway) -> None:
+    gw = await start_gateway(config(upstream.url))
+    async with client(ws_url(gw, "/live")) as ws:
+        await ws.send("last:one,two,three")
+        assert [await ws.recv() for _ in range(3)] == ["one", "two", "three"]
+        assert await closed_with(ws) == (4003, "done")
+
+
 async def test_client_close_code_and_reason_reach_the_upstream(upstream, record, start_gateway) -> None:
     gw = await start_gateway(config(upstream.url))
     async with client(ws_url(gw, "/live")) as ws:

@@ -3,7 +3,7 @@
 :class:`WsUpstream` is a Tornado ``WebSocketHandler`` app (serve it with
 ``start_upstream(ws_app(...))``) that records what it saw: the handshake's headers,
 messages (kind and payload), pings, close code and reason. What it does with a
-message is scripted by its text: ``close:CODE:REASON`` closes, ``ping:DATA`` pings
+message is scripted by its text: ``close:CODE:REASON`` closes, ``last:A,B`` sends A and B then closes 4003 at once, ``ping:DATA`` pings
 the client, ``drop`` drops the connection, ``stall:SECONDS`` reads nothing for that long, ``flood:N:SIZE`` sends N binary messages of SIZE bytes (awaiting each
 write), ``big:SIZE`` sends one; anything else is echoed back as it came.
 
@@ -67,6 +67,10 @@ class _Scripted(WebSocketHandler):
         if isinstance(message, str) and message.startswith("close:"):
             _, code, reason = message.split(":", 2)
             self.close(int(code), reason)
+        elif isinstance(message, str) and message.startswith("last:"):  # messages, then the close at once
+            for word in message[5:].split(","):
+                self.write_message(word)
+            self.close(4003, "done")
         elif isinstance(message, str) and message.startswith("ping:"):
             self.ping(message[5:].encode())
         elif isinstance(message, str) and message.startswith("flood:"):
