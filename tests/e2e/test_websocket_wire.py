@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from tornado.web import Application, RequestHandler
+from tornado.websocket import WebSocketHandler
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -385,3 +386,29 @@ async def test_metrics_and_access_log(upstream, start_gateway) -> None:
     assert 'gateway_websocket_messages_total{direction="to_upstream",route="live"} 3.0' in text
     assert 'gateway_websocket_messages_total{direction="to_client",route="live"} 3.0' in text
     assert 'gateway_requests_total{method="GET",route="live",status="101"} 1.0' in text
+
+
+class SlowHandshake(WebSocketHandler):
+    async def prepare(self) -> None:
+        await asyncio.sleep(0.5)
+
+    def on_message(self, message: str | bytes) -> None:
+        pass
+
+
+async def test_a_client_gone_during_the_upstream_handshake_leaves_nothing_open(start_upstream, start_gateway) -> None:
+    upstream = start_upstream(Application([(r".*", SlowHandshake)]))
+    gw = await start_gateway(config(upstream.url))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in raw_handshake().items())
+    writer.write(f"GET /live HTTP/1.1\r\nHost: gw\r\n{head}\r\n".encode())
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await wait_for(lambda: gw.holder.in_flight == 0)
+    await asyncio.sleep(0.8)  # the upstream's 101 arrives after the client left: given up at once
+    assert not gw.holder.websockets
+    text = gw.metrics.exposition().decode()
+    assert 'gateway_requests_total{method="GET",route="live",status="499"} 1.0' in text
+    assert 'gateway_websocket_connections{route="live"}' not in text or \
+        'gateway_websocket_connections{route="live"} 0.0' in text
