@@ -101,3 +101,12 @@ def test_plan_only_for_websocket_routes() -> None:
     plan = WebSocketPlan.for_route(RouteConfig(name="a", path="/a", upstream="u", websocket=True,
                                                websocket_idle_seconds=7.0, websocket_max_message_bytes=99))
     assert plan == WebSocketPlan(idle_seconds=7.0, max_message_bytes=99)
+
+
+@pytest.mark.parametrize("block, expected", [
+    ("upgrade: websocket\r\nHost: a\r\n", True), ("UPGRADE: h2c\r\n", True), ("Host: a\r\n", False),
+    ("X-Upgrade: websocket\r\n", False),
+])
+def test_the_upgrade_lookup_in_find_handler_sees_any_spelling(block: str, expected: bool) -> None:
+    """GatewayApplication.find_handler reads HTTPHeaders._as_list by the normalized name (Tornado private)."""
+    assert ("Upgrade" in HTTPHeaders.parse(block)._as_list) is expected
