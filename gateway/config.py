@@ -220,6 +220,9 @@ class RouteConfig:
     auth_methods: tuple[str, ...] = ()  # jwt | api_key; the loader fills in every configured one
     ip_allow: tuple[str, ...] = ()  # CIDRs, validated by the loader; empty: no allow list
     ip_deny: tuple[str, ...] = ()  # CIDRs; deny wins over allow
+    websocket: bool = False  # relay `Upgrade: websocket` handshakes (SPEC §6)
+    websocket_idle_seconds: float = 300.0  # a socket with no frame either way this long: close 1001
+    websocket_max_message_bytes: int = 1024 * 1024  # a larger message: close 1009
 
 
 @dataclass(frozen=True)

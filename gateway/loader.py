@@ -733,6 +733,9 @@ class _Builder:
             "auth_methods": ("auth_methods", _str_list(_auth_method)),
             "ip_allow": ("ip_allow", _str_list(_ip_rule)),
             "ip_deny": ("ip_deny", _str_list(_ip_rule)),
+            "websocket": ("websocket", _bool),
+            "websocket_idle_seconds": ("websocket_idle_seconds", _seconds()),
+            "websocket_max_message_bytes": ("websocket_max_message_bytes", _int(minimum=1, maximum=1 << 30)),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
@@ -766,6 +769,7 @@ class _Builder:
         if "ip_allow" in kw and not kw["ip_allow"]:
             self.problems.add(join_path(path, "ip_allow"), "an empty allow list refuses every client: "
                                                           "list the CIDRs to let in, or leave the key out")
+        self.route_websocket(kw, path)
         return RouteConfig(**kw)
 
     def auth_methods(self, methods: tuple[str, ...] | None, path: str, mode: str, configured: tuple[str, ...]
@@ -785,6 +789,19 @@ class _Builder:
         if len(set(methods)) != len(methods):
             self.problems.add(path, "lists a method twice")
         return tuple(m for m in ("jwt", "api_key") if m in methods)
+
+    def route_websocket(self, kw: dict[str, Any], path: str) -> None:
+        """SPEC §6: a WebSocket route relays to one upstream and takes GET (the handshake); its limits
+        mean nothing on a route that relays no upgrade, so setting them there is a mistake, said so."""
+        if not kw.get("websocket"):
+            for key in ("websocket_idle_seconds", "websocket_max_message_bytes"):
+                if key in kw:
+                    self.problems.add(join_path(path, key), "only applies to a route with websocket: true")
+            return
+        if "aggregate" in kw:
+            self.problems.add(join_path(path, "websocket"), "an aggregate route cannot relay WebSockets")
+        if kw.get("methods") is not None and "GET" not in kw["methods"]:
+            self.problems.add(join_path(path, "methods"), "a websocket route must allow GET (the handshake)")
 
     def aggregate(self, raw: Any, path: str, upstreams: Mapping[str, UpstreamConfig]
                   ) -> tuple[AggregatePart, ...]:

@@ -95,6 +95,12 @@ class Metrics:
         self.plugin_duration = Histogram(
             "gateway_plugin_duration_seconds", "Time spent in a plugin's on_request and on_response, by plugin.",
             ("plugin",), buckets=PLUGIN_BUCKETS, registry=registry)
+        self.websocket_connections = Gauge(
+            "gateway_websocket_connections", "WebSockets open now (relayed after the upstream's 101), by route.",
+            ("route",), registry=registry, multiprocess_mode="livesum")
+        self.websocket_messages = Counter(
+            "gateway_websocket_messages_total", "WebSocket messages relayed, by route and direction "
+            "(to_upstream | to_client).", ("route", "direction"), registry=registry)
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._plugins: dict[str, Any] = {}
         self._durations: dict[str, Any] = {}
@@ -146,6 +152,12 @@ class Metrics:
 
     def set_in_flight(self, count: int) -> None:
         self._in_flight_set(count)
+
+    def websocket_children(self, route: str) -> tuple[Any, Any, Any]:
+        """The route's open-sockets gauge and its two message counters (to_upstream, to_client),
+        resolved once per socket: a relayed message then costs one ``inc``."""
+        return (self.websocket_connections.labels(route), self.websocket_messages.labels(route, "to_upstream"),
+                self.websocket_messages.labels(route, "to_client"))
 
     # --- state changes, off the request path ---
 

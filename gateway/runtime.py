@@ -13,7 +13,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tornado.httpclient import AsyncHTTPClient
 
@@ -32,6 +32,7 @@ from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
 from .upstream.request import GatewayRequest, template
 from .upstream.tls import TlsContexts
+from .websocket import WebSocketPlan
 
 if TYPE_CHECKING:
     from .accesslog import AccessLog
@@ -55,6 +56,7 @@ class RoutePlan:
     responders: tuple[tuple[int, Step], ...]  # those of them with an on_response, by index
     aggregate: AggregatePlan | None = None
     request: GatewayRequest | None = None  # the template each forwarded request derives from (None: no upstream)
+    websocket: WebSocketPlan | None = None  # a websocket: true route's limits (gateway.websocket)
 
 
 class Runtime:
@@ -129,6 +131,7 @@ class Runtime:
                 request=template(connect_timeout=timeouts.connect_seconds, request_timeout=timeouts.request_seconds,
                                  ssl_context=ssl_context, max_idle=target_upstream.max_idle_connections)
                 if target_upstream is not None else None,
+                websocket=WebSocketPlan.for_route(route),
             )
         self.route_step = RouteStep(self.routes, self.plans, self.trusted_proxies)
         self._rate_limit_steps = tuple(builder.rate_limit_steps)
@@ -181,6 +184,7 @@ class RuntimeHolder:
         self.access_log = access_log
         self.draining = False
         self.cutting = False  # drain_seconds ran out: the gateway itself closes the connections left
+        self.websockets: set[Any] = set()  # relays open now (gateway.http.websocket), closed 1001 after the drain
         self._in_flight = 0
         self._report_in_flight = metrics.set_in_flight
 

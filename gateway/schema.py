@@ -279,6 +279,11 @@ class Route(_Section):
         default=None, description="credentials this route accepts; default: every configured one")
     ip_allow: TextList = Field(default=None, description="CIDRs let in (the client address after trusted_proxies)")
     ip_deny: TextList = Field(default=None, description="CIDRs refused with 403; deny wins over allow")
+    websocket: Bool = Field(RouteConfig.websocket, description="relay Upgrade: websocket handshakes (SPEC §6)")
+    websocket_idle_seconds: Seconds = Field(RouteConfig.websocket_idle_seconds,
+                                            description="no frame either way this long: close 1001 (websocket routes)")
+    websocket_max_message_bytes: PositiveInt = Field(RouteConfig.websocket_max_message_bytes,
+                                                     description="a larger message: close 1009 (websocket routes)")
 
 
 class Plugin(_Section):

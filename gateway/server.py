@@ -39,6 +39,7 @@ from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
 from .headwait import CLIENT_IDLE_SECONDS, HeadDeadline
 from .http.app import GatewayApplication
+from .http.websocket import close_websockets
 from .loader import load_config
 from .logs import configure_logging
 from .malformed import GatewayHTTPServer
@@ -207,7 +208,7 @@ class GatewayServer:
                 server.stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.server.drain_seconds
-        while self.holder.in_flight > 0 and loop.time() < deadline:
+        while (self.holder.in_flight > 0 or self.holder.websockets) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if self.holder.in_flight:
             # The gateway cuts these, not their clients: their access-log lines read 503.
@@ -215,6 +216,7 @@ class GatewayServer:
                         "the gateway is closing their connections, unanswered", self.config.server.drain_seconds,
                         self.holder.in_flight)
         self.holder.cutting = True
+        await close_websockets(self.holder)  # SPEC §6: close 1001, once drain_seconds is over
         for server in (self.http_server, self.admin_server):
             if server is not None:
                 await server.close_all_connections()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from ..apikeys import ApiKeyRing
 from ..auth import Authenticator
 from ..config import CorsConfig, RouteConfig, ServerConfig
+from ..websocket import WebSocketOriginStep
 from . import ORDER, Step, finish_compile
 from .auth import AuthStep
 from .body import BodyStep
@@ -61,7 +62,10 @@ class StepBuilder:
             cors = CorsStep(CorsPolicy(route.cors)) if route.cors is not None else self.global_cors
             if cors is None:
                 return []
-            return [PreflightIpRulesStep(ip_rules), cors] if ip_rules is not None else [cors]
+            steps: list[Step] = [PreflightIpRulesStep(ip_rules), cors] if ip_rules is not None else [cors]
+            if route.websocket:  # a handshake's Origin is checked too (gateway.websocket)
+                steps.append(WebSocketOriginStep(cors.policy))
+            return steps
         if name == "auth":
             jwt = self.authenticator if "jwt" in route.auth_methods else None
             keys = self.keys if "api_key" in route.auth_methods else None

@@ -136,6 +136,23 @@ BAD_CONFIGS = [
     ("an alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
      ["<string>: the document expands to more than 100000 values through its aliases"]),
+    ("websocket limits on a route that relays no upgrade",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket_idle_seconds: 5, "
+                "websocket_max_message_bytes: 10}]\n",
+     ["routes[0].websocket_idle_seconds: only applies to a route with websocket: true",
+      "routes[0].websocket_max_message_bytes: only applies to a route with websocket: true"]),
+    ("websocket not a boolean", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket: 1}]\n",
+     ["routes[0].websocket: expected true or false, got an integer"]),
+    ("websocket limits out of range",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket: true, websocket_idle_seconds: 0, "
+                "websocket_max_message_bytes: 0}]\n",
+     ["routes[0].websocket_idle_seconds: must be greater than 0", "routes[0].websocket_max_message_bytes: must be at least 1"]),
+    ("websocket route without GET",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket: true, methods: [POST]}]\n",
+     ["routes[0].methods: a websocket route must allow GET (the handshake)"]),
+    ("websocket on an aggregate route",
+     UPSTREAM + "routes: [{name: a, path: /a, websocket: true, aggregate: [{name: x, upstream: orders, path: /x}]}]\n",
+     ["routes[0].websocket: an aggregate route cannot relay WebSockets"]),
 ]
 ENVIRON = {"variable typed, then checked": {"GW_TEST_PORT": "eighty"}}
 
@@ -423,3 +440,12 @@ def test_ip_rules_load_as_written() -> None:
     config = parse_config(route(", ip_allow: [10.0.0.0/8, '::1', '::ffff:192.168.0.0/112'], ip_deny: 10.0.5.0/24"))
     assert config.routes[0].ip_allow == ("10.0.0.0/8", "::1", "::ffff:192.168.0.0/112")
     assert config.routes[0].ip_deny == ("10.0.5.0/24",)
+@pytest.mark.parametrize("route, expected", [
+    ("{name: a, path: /a, upstream: orders}", (False, 300.0, 1048576)),
+    ("{name: a, path: /a, upstream: orders, websocket: true}", (True, 300.0, 1048576)),
+    ("{name: a, path: /a, upstream: orders, websocket: true, websocket_idle_seconds: 2.5, "
+     "websocket_max_message_bytes: 65536}", (True, 2.5, 65536)),
+])
+def test_websocket_keys_default_and_value(route: str, expected: tuple[bool, float, int]) -> None:
+    loaded = parse_config(UPSTREAM + f"routes: [{route}]\n").routes[0]
+    assert (loaded.websocket, loaded.websocket_idle_seconds, loaded.websocket_max_message_bytes) == expected

@@ -31,6 +31,7 @@ def test_the_spec_metric_families_are_exposed() -> None:
         "gateway_requests", "gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
         "gateway_in_flight_requests", "gateway_target_healthy", "gateway_circuit_open", "gateway_retries",
         "gateway_rate_limited", "gateway_jwks_refresh", "gateway_rate_limit_fail_open", "gateway_plugin_duration_seconds",
+        "gateway_websocket_connections", "gateway_websocket_messages",
     }
 
 
