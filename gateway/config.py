@@ -172,6 +172,15 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """A route's response cache (SPEC §8; gateway.cache)."""
+
+    ttl_seconds: float = 60.0  # freshness when the upstream gives none, and the cap on what it gives
+    shared: bool = False  # on an authenticated route: one entry for every caller (else one per subject)
+    max_entry_bytes: int = 1024 * 1024  # larger answers stream through uncached
+
+
+@dataclass(frozen=True)
 class AggregatePart:
     name: str
     upstream: str
@@ -197,6 +206,7 @@ class RouteConfig:
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
     plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+    cache: CacheConfig | None = None  # GET/HEAD answers kept (SPEC §8)
 
 
 @dataclass(frozen=True)
@@ -229,3 +239,5 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from
+    cache_store: str = "memory"  # memory | redis://host:port/db (shared by every instance)
+    cache_max_bytes: int = 64 * 1024 * 1024  # the memory store's bound (LRU)

@@ -52,7 +52,7 @@ def test_the_committed_schema_file_is_the_commands_output(capsys: pytest.Capture
 def test_every_section_refuses_unknown_keys() -> None:
     schema = config_schema()
     objects = [schema, *(d for d in schema["$defs"].values() if d.get("type") == "object" and "properties" in d)]
-    assert len(objects) == 19  # the file and its 18 sections
+    assert len(objects) == 20  # the file and its 19 sections
     assert all(d["additionalProperties"] is False for d in objects)
 
 
