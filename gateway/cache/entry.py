@@ -1,7 +1,8 @@
 """What the cache keeps, how it is keyed, and its bytes in a shared store.
 
-Keys (:func:`primary_key`, :func:`variant_key`): the route's name, the client's ``Host``,
-the path and the query string byte for byte (``?a=1&b=2`` and ``?b=2&a=1`` are two
+Keys (:func:`primary_key`, :func:`variant_key`): the route's name, the client's ``Host``
+(lower-cased, port included: the upstream sees it as X-Forwarded-Host and may build links
+from it; instances behind one load balancer see the same Host), the path and the query string byte for byte (``?a=1&b=2`` and ``?b=2&a=1`` are two
 entries), and the caller's subject when the route is authenticated and not ``shared``
 (``None``, an anonymous caller, is a partition of its own). HEAD is looked up under GET's
 key. The parts are JSON-encoded before hashing, so no two different tuples share a key;

@@ -107,7 +107,7 @@ class CacheStep(Step):
             self._count("bypass")
             return None
         subject = request.ctx.subject if self.per_subject else None
-        primary = primary_key(self.route_name, request.host, request.path, request.query, subject)
+        primary = primary_key(self.route_name, request.host.lower(), request.path, request.query, subject)
         exchange = request.cache = CacheExchange(self, primary, incoming, shared_entry=subject is None,
                                                  keep=method == "GET")
         result = "miss"

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import HTTPResponse
 from tornado.iostream import StreamClosedError
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from tornado.web import Application, RequestHandler
 
 from gateway.cache.store import MemoryStore
@@ -314,10 +316,19 @@ async def test_policy_steps_still_run_on_a_hit(start_upstream, start_gateway, ht
 
 # --- coalescing ---
 
+async def burst(url: str, count: int, headers: list[dict[str, str]] | None = None) -> list[HTTPResponse]:
+    """``count`` GETs at once (the shared test client runs only 10 at a time)."""
+    client = SimpleAsyncHTTPClient(force_instance=True, max_clients=count)
+    try:
+        return list(await asyncio.gather(*(
+            client.fetch(url, raise_error=False, headers=headers[i] if headers else None) for i in range(count))))
+    finally:
+        client.close()
+
 async def test_concurrent_misses_go_upstream_once(start_upstream, start_gateway, http) -> None:
     origin = Origin(delay=0.3)
     gateway = await serve(start_upstream, start_gateway, origin)
-    answers = await asyncio.gather(*(http(gateway.url + "/pages/slow") for _ in range(20)))
+    answers = await burst(gateway.url + "/pages/slow", 20)
     assert origin.calls == 1
     assert {(a.code, a.body) for a in answers} == {(200, b"call 1 /pages/slow")}
     assert sorted(a.headers["X-Cache"] for a in answers) == ["HIT"] * 19 + ["MISS"]
@@ -330,7 +341,7 @@ async def test_waiters_go_upstream_themselves_when_the_leaders_answer_is_not_kep
     origin = Origin([("Cache-Control", "no-store")], delay=0.3)
     gateway = await serve(start_upstream, start_gateway, origin)
     started = time.monotonic()
-    answers = await asyncio.gather(*(http(gateway.url + "/pages/slow") for _ in range(20)))
+    answers = await burst(gateway.url + "/pages/slow", 20)
     assert {a.code for a in answers} == {200}
     assert sorted(a.body for a in answers) == sorted(f"call {n} /pages/slow".encode() for n in range(1, 21))
     assert origin.calls == 20
@@ -341,8 +352,7 @@ async def test_waiters_take_the_leaders_answer_only_for_their_own_variant(
         start_upstream, start_gateway, http) -> None:
     origin = Origin([("Vary", "Accept-Language")], delay=0.3)
     gateway = await serve(start_upstream, start_gateway, origin)
-    answers = await asyncio.gather(*(http(gateway.url + "/pages/v", headers={"Accept-Language": lang})
-                                     for lang in ("de", "de", "de", "fr")))
+    answers = await burst(gateway.url + "/pages/v", 4, [{"Accept-Language": lang} for lang in ("de", "de", "de", "fr")])
     assert origin.calls == 2
     bodies = [a.body for a in answers]
     assert bodies[0] == bodies[1] == bodies[2] and bodies[3] != bodies[0]
