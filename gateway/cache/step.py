@@ -194,7 +194,7 @@ class CacheExchange:
     :meth:`complete` (a miss), and :meth:`close` however the request ends."""
 
     __slots__ = ("step", "primary", "incoming", "shared_entry", "keep", "state", "entry", "leader",
-                 "_on_headers", "_on_body", "_fields", "_fresh", "_vary", "_chunks", "_size", "_expected")
+                 "_on_headers", "_on_body", "_fields", "_fresh", "_vary", "_chunks", "_size", "_expected", "closed")
 
     def __init__(self, step: CacheStep, primary: str, incoming: Any, *, shared_entry: bool, keep: bool,
                  state: str = MISS) -> None:
@@ -214,9 +214,14 @@ class CacheExchange:
         self._chunks: list[bytes] | None = None  # the body copied so far; None: not kept
         self._size = 0
         self._expected = -1  # the declared Content-Length; -1: chunked or close-delimited
+        self.closed = False  # the request is over
+
 
     def lead(self) -> None:
-        """Become the request the others with this key wait for."""
+        """Become the request the later misses of this key wait for. Not once the request is over
+        (its client left while the step awaited the store): no answer would ever let them go."""
+        if self.closed:
+            return
         self.leader = asyncio.get_running_loop().create_future()
         self.step.leaders[self.primary] = self.leader
 
@@ -303,6 +308,7 @@ class CacheExchange:
     def close(self) -> None:
         """The request is over, however it ended: waiters still waiting go upstream themselves;
         the relay callbacks are let go (no reference cycle through the handler)."""
+        self.closed = True
         self._chunks = None
         self._on_headers = self._on_body = None
         self._resolve(None)

@@ -446,3 +446,18 @@ async def test_a_reload_keeps_the_entries(start_upstream, start_gateway, http, t
         assert (await http(url + "/pages/a")).headers["X-Cache"] == "HIT"
     finally:
         await gateway.shutdown()
+
+
+async def test_a_hit_gets_the_routes_response_rules_and_cors_like_a_miss(start_upstream, start_gateway, http) -> None:
+    origin = Origin([("X-Internal", "secret"), ("Cache-Control", "max-age=60")])
+    route_extra = ("    response_headers: {set: {X-Served-By: gateway}, remove: [X-Internal]}\n"
+                   "    cors: {allow_origins: ['https://app.example']}\n")
+    gateway = await serve(start_upstream, start_gateway, origin, route_extra=route_extra)
+    miss = await http(gateway.url + "/pages/a", headers={"Origin": "https://app.example"})
+    hit = await http(gateway.url + "/pages/a", headers={"Origin": "https://app.example"})
+    for answer in (miss, hit):
+        assert "X-Internal" not in answer.headers
+        assert answer.headers["X-Served-By"] == "gateway"
+        assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert answer.headers["Cache-Control"] == "max-age=60"
+    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache.redis_store import TIMEOUT_SECONDS
-from tests.e2e.test_cache import Origin, cache_counts, config
+from tests.e2e.test_cache import Origin, cache_counts, config, wait_for
 
 if TYPE_CHECKING:  # imported by pytest_plugins below
     from tests.support.redis_server import RedisServer
@@ -134,3 +135,24 @@ async def test_concurrent_misses_coalesce_per_instance(start_upstream, start_gat
                                      for gateway in (first, second)))
     assert {(a.code, a.body) for a in answers} <= {(200, b"call 1 /pages/slow"), (200, b"call 2 /pages/slow")}
     assert origin.calls == 2  # one per instance
+
+
+async def test_a_client_that_leaves_during_a_lookup_leaves_no_leader_behind(
+        start_upstream, start_gateway, http, redis_server: RedisServer) -> None:
+    origin = Origin()
+    first, _ = await two_gateways(start_upstream, start_gateway, origin, redis_server.url)
+    redis_server.pause()  # the lookup hangs until its timeout
+    try:
+        with socket.create_connection(("127.0.0.1", first.port)) as sock:
+            sock.sendall(b"GET /pages/a HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: first.holder.in_flight == 0)
+        await asyncio.sleep(TIMEOUT_SECONDS + 0.1)  # the lookup gave up after the client left
+    finally:
+        redis_server.resume()
+    assert first.holder.runtime.plans["pages"].steps[-1].leaders == {}
+    started = time.monotonic()
+    answer = await http(first.url + "/pages/a", headers=HOST)
+    assert (answer.code, answer.headers["X-Cache"]) == (200, "MISS")
+    assert time.monotonic() - started < DOWN_ANSWER_SECONDS  # no wait for a leader that would never answer
+    assert origin.calls == 1
