@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz schema clean redis-server
+.PHONY: run test lint bench fuzz schema clean redis-server bench-cache
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# req/s of a cached route beside the same route uncached and the backend direct (bounded: ~90 s).
+bench-cache: $(STAMP)
+	$(PY) bench/cache_bench.py
 
 # The property/fuzz tier at length: randomized, FUZZ_EXAMPLES examples per target (make test runs 200, derandomized).
 FUZZ_EXAMPLES ?= 5000
