@@ -10,6 +10,7 @@ shared store.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import textwrap
 import time
@@ -461,3 +462,40 @@ async def test_a_hit_gets_the_routes_response_rules_and_cors_like_a_miss(start_u
         assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert answer.headers["Cache-Control"] == "max-age=60"
     assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
+
+
+async def test_misses_and_hits_leave_no_cyclic_garbage(start_upstream, start_gateway) -> None:
+    """The exchange holds the handler's relay callbacks while a miss is relayed: they are let go
+    when the request ends, so reference counting frees every request of a cache route."""
+    origin = Origin()
+    gateway = await serve(start_upstream, start_gateway, origin)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+
+    async def one(query: str) -> str:
+        writer.write(f"GET /pages/g?{query} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+        fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if line)
+        await reader.readexactly(int(fields["Content-Length"]))
+        return fields["X-Cache"]
+
+    try:
+        for n in range(3):
+            await one(f"warm={n}")
+            await one(f"warm={n}")
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            seen = [await one(f"n={n // 2}") for n in range(20)]  # each query a miss, then a hit
+            await asyncio.sleep(0.05)
+            gc.collect()
+            garbage = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert seen == ["MISS", "HIT"] * 10
+    assert garbage == []
