@@ -2,7 +2,7 @@
 is a miss, counted, never an error and never slow.
 
 Two in-process gateways share one throwaway ``redis-server`` (tests/support/redis_server.py)
-in front of a real upstream that counts what reaches it (tests/e2e/test_cache.py's Origin).
+in front of a real upstream that counts what reaches it (tests/support/cache_origin.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache.redis_store import TIMEOUT_SECONDS
-from tests.e2e.test_cache import Origin, cache_counts, config, wait_for
+from tests.support.cache_origin import Origin, cache_counts, config, wait_for
 
 if TYPE_CHECKING:  # imported by pytest_plugins below
     from tests.support.redis_server import RedisServer
