@@ -14,7 +14,9 @@ unknown length: fed to the upstream as it arrives, never retried), within the
 body limit and the body timeout. The HTTP method (one ``async def`` for every
 method) starts or awaits the forward: ``AsyncHTTPClient().fetch()`` per try
 (:func:`gateway.upstream.forward.forward`), whose callbacks relay the answer with
-backpressure (each chunk's flush awaited). The request is reported to metrics
+backpressure (each chunk's flush awaited). On a ``cache`` route the cache step's
+exchange (:mod:`gateway.cache.step`) replays a hit through those same callbacks instead
+of forwarding, and copies a miss as it is relayed. The request is reported to metrics
 and the access log once, however it ends (:mod:`gateway.http.response`).
 
 A client's fault (a refused or broken body, a stall, a client gone) aborts the

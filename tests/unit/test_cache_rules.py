@@ -200,3 +200,19 @@ def test_memory_store_coroutines() -> None:
     assert asyncio.run(store.get("k")) is not None
     asyncio.run(store.close())
     assert len(store) == 0
+
+
+def test_only_a_route_with_cache_gets_the_step_and_last() -> None:
+    from gateway.loader import parse_config
+    from gateway.runtime import Runtime
+
+    text = """
+upstreams: {up: {targets: ["http://127.0.0.1:9"]}}
+routes:
+  - {name: plain, path: /plain, upstream: up, rate_limit: {requests: 5, window_seconds: 1, key: ip}}
+  - {name: cached, path: /cached, upstream: up, rate_limit: {requests: 5, window_seconds: 1, key: ip}, cache: {}}
+"""
+    runtime = Runtime(parse_config(text))
+    assert [step.name for step in runtime.plans["plain"].steps] == ["rate_limit", "body"]
+    assert [step.name for step in runtime.plans["cached"].steps] == ["rate_limit", "body", "cache"]
+    assert runtime.cache_store is None  # built by start(), in the running loop
