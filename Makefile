@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ws fuzz schema clean redis-server
+.PHONY: run test lint bench bench-ws bench-cache fuzz schema clean redis-server
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 # WebSocket messages/s and relay CPU per message: direct, the gateway, a byte tunnel (bench/ws_bench.py).
 bench-ws: $(STAMP)
 	$(PY) bench/ws_bench.py
+
+# req/s of a cached route beside the same route uncached and the backend direct (bounded: ~90 s).
+bench-cache: $(STAMP)
+	$(PY) bench/cache_bench.py
 
 # The property/fuzz tier at length: randomized, FUZZ_EXAMPLES examples per target (make test runs 200, derandomized).
 FUZZ_EXAMPLES ?= 5000

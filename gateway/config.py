@@ -192,6 +192,15 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """A route's response cache (SPEC §8; gateway.cache)."""
+
+    ttl_seconds: float = 60.0  # freshness when the upstream gives none, and the cap on what it gives
+    shared: bool = False  # on an authenticated route: one entry for every caller (else one per subject)
+    max_entry_bytes: int = 1024 * 1024  # larger answers stream through uncached
+
+
+@dataclass(frozen=True)
 class AggregatePart:
     name: str
     upstream: str
@@ -223,6 +232,7 @@ class RouteConfig:
     websocket: bool = False  # relay `Upgrade: websocket` handshakes (SPEC §6)
     websocket_idle_seconds: float = 300.0  # a socket with no frame either way this long: close 1001
     websocket_max_message_bytes: int = 1024 * 1024  # a larger message: close 1009
+    cache: CacheConfig | None = None  # GET/HEAD answers kept (SPEC §8)
 
 
 @dataclass(frozen=True)
@@ -255,3 +265,5 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from
+    cache_store: str = "memory"  # memory | redis://host:port/db (shared by every instance)
+    cache_max_bytes: int = 64 * 1024 * 1024  # the memory store's bound (LRU)

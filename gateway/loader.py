@@ -25,6 +25,7 @@ from .config import (
     ApiKeyConsumer,
     ApiKeysConfig,
     AuthConfig,
+    CacheConfig,
     CircuitBreakerConfig,
     ConfigError,
     CorsConfig,
@@ -285,11 +286,24 @@ class _Builder:
             "cors": ("cors", self.section(self.cors, "cors")),
             "logging": ("logging", self.section(self.logging, "logging")),
             "plugins": ("plugins", self.section(self.plugins, "plugins")),
+            "cache_store": ("cache_store", self.cache_store),
+            "cache_max_bytes": ("cache_max_bytes", _int(1024)),
         })
         auth: AuthConfig = top.get("auth") or AuthConfig()
         upstreams: dict[str, UpstreamConfig] = top.get("upstreams") or {}
         top["routes"] = self.routes(top.get("routes"), "routes", upstreams, auth)
+        self.check_cache(top)
         return GatewayConfig(source=source, **top)
+
+    def check_cache(self, top: dict[str, Any]) -> None:
+        """A memory store too small for a route's largest entry would never keep one of them."""
+        if top.get("cache_store", GatewayConfig.cache_store) != "memory":
+            return
+        limit = top.get("cache_max_bytes", GatewayConfig.cache_max_bytes)
+        for i, route in enumerate(top["routes"]):
+            if route.cache is not None and route.cache.max_entry_bytes > limit:
+                self.problems.add(f"routes[{i}].cache.max_entry_bytes",
+                                  f"is larger than cache_max_bytes ({limit}): such answers could never be kept")
 
     def plugins(self, raw: Any, path: str) -> tuple[PluginConfig, ...]:
         """``plugins:``, each plugin built with its config (SPEC §7). A plugin that cannot be
@@ -628,6 +642,18 @@ class _Builder:
             raise _Invalid(f"expected 'memory' or a redis:// URL, got '{value}'")
         return value
 
+    def cache_store(self, value: Any) -> str:
+        return self.rate_limit_store(value)  # the same choice: memory or a redis:// URL
+
+    def cache(self, raw: Any, path: str) -> CacheConfig | None:
+        if raw is None:
+            return None
+        return CacheConfig(**self.fields(raw, path, {
+            "ttl_seconds": ("ttl_seconds", _seconds()),
+            "shared": ("shared", _bool),
+            "max_entry_bytes": ("max_entry_bytes", _int(1)),
+        }))
+
     def cors(self, raw: Any, path: str) -> CorsConfig | None:
         if raw is None:
             return None
@@ -736,6 +762,7 @@ class _Builder:
             "websocket": ("websocket", _bool),
             "websocket_idle_seconds": ("websocket_idle_seconds", _seconds()),
             "websocket_max_message_bytes": ("websocket_max_message_bytes", _int(minimum=1, maximum=1 << 30)),
+            "cache": ("cache", self.section(self.cache, join_path(path, "cache"))),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
@@ -770,6 +797,11 @@ class _Builder:
             self.problems.add(join_path(path, "ip_allow"), "an empty allow list refuses every client: "
                                                           "list the CIDRs to let in, or leave the key out")
         self.route_websocket(kw, path)
+        if kw.get("cache") is not None:
+            if has_aggregate:
+                self.problems.add(join_path(path, "cache"), "aggregate routes are not cached (only upstream answers are)")
+            elif kw.get("methods") is not None and "GET" not in kw["methods"] and "HEAD" not in kw["methods"]:
+                self.problems.add(join_path(path, "cache"), "the route serves no GET or HEAD: nothing could be cached")
         return RouteConfig(**kw)
 
     def auth_methods(self, methods: tuple[str, ...] | None, path: str, mode: str, configured: tuple[str, ...]

@@ -101,11 +101,15 @@ class Metrics:
         self.websocket_messages = Counter(
             "gateway_websocket_messages_total", "WebSocket messages relayed, by route and direction "
             "(to_upstream | to_client).", ("route", "direction"), registry=registry)
+        self.cache = Counter(
+            "gateway_cache_total", "Requests on cache routes, by route and result (hit | miss | bypass | unavailable).",
+            ("route", "result"), registry=registry)
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._plugins: dict[str, Any] = {}
         self._durations: dict[str, Any] = {}
         self._upstreams: dict[tuple[str, str], Any] = {}
         self._retries: dict[str, Any] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
         self._in_flight_set = self.in_flight.set
 
     # --- the request path ---
@@ -149,6 +153,14 @@ class Metrics:
 
     def rate_limit_degraded(self) -> None:
         self.rate_limit_fail_open.inc()
+
+    def cache_result(self, route: str, result: str) -> None:
+        """One request on a cache route: hit, miss, bypass or unavailable (the store down: a miss)."""
+        key = (route, result)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = self.cache.labels(route, result)
+        child.inc()
 
     def set_in_flight(self, count: int) -> None:
         self._in_flight_set(count)

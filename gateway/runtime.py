@@ -20,6 +20,8 @@ from tornado.httpclient import AsyncHTTPClient
 from .aggregate import AggregatePlan
 from .apikeys import ApiKeyRing
 from .auth import Authenticator
+from .cache import build_cache_store
+from .cache.store import CacheStore
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .headers import HeaderPlan, TrustedProxies
 from .policies import Step
@@ -106,7 +108,8 @@ class Runtime:
         builder = StepBuilder(
             config.server, config.cors, self.authenticator, {p.name: p.plugin for p in config.plugins},
             on_rate_limited=metrics.rate_limit_refused if metrics is not None else None,
-            on_plugin_time=metrics.plugin_time if metrics is not None else None, keys=self.api_keys)
+            on_plugin_time=metrics.plugin_time if metrics is not None else None, keys=self.api_keys,
+            on_cache_result=metrics.cache_result if metrics is not None else None)
         self.plans: dict[str, RoutePlan] = {}
         for route in config.routes:
             target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
@@ -135,6 +138,15 @@ class Runtime:
             )
         self.route_step = RouteStep(self.routes, self.plans, self.trusted_proxies)
         self._rate_limit_steps = tuple(builder.rate_limit_steps)
+        # The cache store, like the rate-limit store, is built by start() in the running loop; a reload
+        # that keeps its settings keeps it, so the entries survive the reload.
+        self._cache_steps = tuple(builder.cache_steps)
+        self.cache_store: CacheStore | None = None
+        self._inherited_cache = (
+            previous.cache_store
+            if previous is not None and (previous.config.cache_store, previous.config.cache_max_bytes)
+            == (config.cache_store, config.cache_max_bytes) else None
+        )
 
     async def start(self) -> None:
         """Build the rate-limit store; start background work: health checks and key refresh."""
@@ -144,6 +156,11 @@ class Runtime:
                 on_degraded=self._on_rate_limit_degraded)
         for step in self._rate_limit_steps:
             step.store = self.rate_limits
+        if self._cache_steps and self.cache_store is None:
+            self.cache_store = self._inherited_cache or build_cache_store(
+                self.config.cache_store, max_bytes=self.config.cache_max_bytes)
+        for cache_step in self._cache_steps:
+            cache_step.store = self.cache_store
         for pool in self.pools.values():
             await pool.start()
         if self.authenticator is not None:
@@ -159,6 +176,8 @@ class Runtime:
             await self.authenticator.stop()
         if self.rate_limits is not None and (successor is None or successor.rate_limits is not self.rate_limits):
             await self.rate_limits.close()
+        if self.cache_store is not None and (successor is None or successor.cache_store is not self.cache_store):
+            await self.cache_store.close()
 
     def ready(self) -> bool:
         """Config loaded and every upstream has a healthy target."""

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 from .config import (
     AdminConfig,
     ApiKeysConfig,
+    CacheConfig,
     CircuitBreakerConfig,
     CorsConfig,
     GatewayConfig,
@@ -244,6 +245,17 @@ class HeaderRules(_Section):
     remove: HeaderNames = Field(default_factory=list)
 
 
+class Cache(_Section):
+    """GET/HEAD 200 answers kept (SPEC §8)."""
+
+    ttl_seconds: Seconds = Field(CacheConfig.ttl_seconds, description=(
+        "freshness when the upstream gives none (max-age, s-maxage, Expires), and the cap on what it gives, seconds"))
+    shared: Bool = Field(CacheConfig.shared, description=(
+        "on an authenticated route: one entry for every caller instead of one per subject"))
+    max_entry_bytes: PositiveInt = Field(CacheConfig.max_entry_bytes,
+                                         description="larger answers stream through uncached, bytes")
+
+
 class AggregatePart(_Section):
     name: Text
     upstream: Text = Field(description="a name from upstreams")
@@ -284,6 +296,7 @@ class Route(_Section):
                                             description="no frame either way this long: close 1001 (websocket routes)")
     websocket_max_message_bytes: PositiveInt = Field(RouteConfig.websocket_max_message_bytes,
                                                      description="a larger message: close 1009 (websocket routes)")
+    cache: Cache | None = Field(default=None, description="keep GET/HEAD answers (upstream routes)")
 
 
 class Plugin(_Section):
@@ -314,6 +327,10 @@ class ConfigFile(_Section):
     cors: Cors | None = None
     logging: Logging | None = None
     plugins: list[Plugin] | None = None
+    cache_store: Annotated[str, Field(pattern="^(memory|rediss?://.+)$")] | EnvRef = Field(
+        GatewayConfig.cache_store, description="memory | redis://host:port/db (shared by every instance)")
+    cache_max_bytes: Annotated[int, Field(ge=1024)] | EnvRef = Field(
+        GatewayConfig.cache_max_bytes, description="the memory cache store's bound (least recently used out), bytes")
 
 
 def config_schema() -> dict[str, Any]:

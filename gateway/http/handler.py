@@ -14,7 +14,9 @@ unknown length: fed to the upstream as it arrives, never retried), within the
 body limit and the body timeout. The HTTP method (one ``async def`` for every
 method) starts or awaits the forward: ``AsyncHTTPClient().fetch()`` per try
 (:func:`gateway.upstream.forward.forward`), whose callbacks relay the answer with
-backpressure (each chunk's flush awaited). The request is reported to metrics
+backpressure (each chunk's flush awaited). On a ``cache`` route the cache step's
+exchange (:mod:`gateway.cache.step`) replays a hit through those same callbacks instead
+of forwarding, and copies a miss as it is relayed. The request is reported to metrics
 and the access log once, however it ends (:mod:`gateway.http.response`).
 
 A client's fault (a refused or broken body, a stall, a client gone) aborts the
@@ -33,6 +35,7 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 from tornado.web import stream_request_body
 
+from ..cache.step import CacheExchange
 from ..errors import BadGateway, BodyTooLarge, GatewayError, InternalError, RequestTimeout
 from ..framing import CHUNKED
 from ..headers import Fields, tornado_headers, traceparent_from
@@ -242,6 +245,10 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         plan, ctx = self.plan, self.ctx
         if plan is None or plan.pool is None or plan.request is None or ctx.match is None:
             raise InternalError()
+        cache: CacheExchange | None = self.view.cache if self.view is not None else None  # gateway.cache
+        if cache is not None and cache.entry is not None:
+            await cache.replay(self.on_headers, self.on_body)  # a hit: no upstream call
+            return
         request = self._upstream = plan.request.derive()
         request.method = self.request.method or "GET"
         query = self.request.query
@@ -252,11 +259,15 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         elif body is not None:
             request.body = body
         request.fields_callback, request.streaming_callback = self.on_headers, self.on_body
+        if cache is not None:  # a miss: the answer is copied as it is relayed
+            request.fields_callback, request.streaming_callback = cache.relay(self.on_headers, self.on_body)
         ctx.upstream = plan.pool.name
         try:
             await forward(plan.pool, self.holder.client, request, self)  # type: ignore[arg-type]
         finally:
             self._upstream = None  # forward() let go of our callbacks: no cycle through the request
+        if cache is not None:
+            cache.complete()  # relayed whole: kept if it may be, and handed to the requests waiting for it
 
     async def aggregate(self, plan: RoutePlan) -> None:
         """Fan out to the aggregate's parts and answer with their merged JSON."""
@@ -321,6 +332,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         """The request is over: let go of the forward, the body and its timer, so that this handler
         leaves no reference cycle behind (a finished task's exception holds frames that hold self)."""
         self._stop_body_timer()
+        if self.view is not None and self.view.cache is not None:
+            self.view.cache.close()
         forwarding, self._forwarding, self._body_stream = self._forwarding, None, None
         if forwarding is not None and forwarding.done() and not forwarding.cancelled():
             forwarding.exception()  # retrieved: nothing to log about it later

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from ..apikeys import ApiKeyRing
 from ..auth import Authenticator
+from ..cache.step import CacheStep
 from ..config import CorsConfig, RouteConfig, ServerConfig
 from ..websocket import WebSocketOriginStep
 from . import ORDER, Step, finish_compile
@@ -35,7 +36,8 @@ class StepBuilder:
 
     def __init__(self, server: ServerConfig, cors: CorsConfig | None, authenticator: Authenticator | None,
                  plugins: Mapping[str, Step], *, on_rate_limited: Callable[[str], None] | None = None,
-                 on_plugin_time: Callable[[str, float], None] | None = None, keys: ApiKeyRing | None = None) -> None:
+                 on_plugin_time: Callable[[str, float], None] | None = None, keys: ApiKeyRing | None = None,
+                 on_cache_result: Callable[[str, str], None] | None = None) -> None:
         self.server = server
         self.global_cors = CorsStep(CorsPolicy(cors)) if cors is not None else None
         self.authenticator = authenticator
@@ -44,6 +46,8 @@ class StepBuilder:
         self.on_plugin_time = on_plugin_time
         self.rate_limit_steps: list[RateLimitStep] = []  # given the store when the runtime starts
         self.keys = keys
+        self.on_cache_result = on_cache_result
+        self.cache_steps: list[CacheStep] = []  # given the cache store when the runtime starts
 
     def build(self, route: RouteConfig, limit_key: LimitKey, replay_buffer_bytes: int) -> RouteSteps:
         """``route``'s steps in ORDER, and those of them with an ``on_response`` (with their index)."""
@@ -87,4 +91,11 @@ class StepBuilder:
         if name == "plugins":
             return [PluginStep(plugin_name, self.plugins[plugin_name], self.on_plugin_time)
                     for plugin_name in route.plugins]
+        if name == "cache":
+            if route.cache is None:
+                return []
+            cache = CacheStep(route.name, route.cache, authenticated=route.auth != "none",
+                              wait_seconds=route.timeout_seconds or 30.0, on_result=self.on_cache_result)
+            self.cache_steps.append(cache)
+            return [cache]
         return []  # request_id and route run before any route is known

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from gateway.config import ConfigError, GatewayConfig, Origin, TargetConfig
+from gateway.config import CacheConfig, ConfigError, GatewayConfig, Origin, TargetConfig
 from gateway.loader import load_config, parse_config
 from tests.support.tokens import SECRET
 
@@ -449,3 +449,55 @@ def test_ip_rules_load_as_written() -> None:
 def test_websocket_keys_default_and_value(route: str, expected: tuple[bool, float, int]) -> None:
     loaded = parse_config(UPSTREAM + f"routes: [{route}]\n").routes[0]
     assert (loaded.websocket, loaded.websocket_idle_seconds, loaded.websocket_max_message_bytes) == expected
+
+
+# --- the response cache (SPEC §8) ---
+
+def cache_route(cache: str, extra: str = "") -> str:
+    return UPSTREAM + f"routes: [{{name: a, path: /a, upstream: orders, cache: {cache}{extra}}}]\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (cache_route("{}"), CacheConfig()),
+    (cache_route("{ttl_seconds: 30}"), CacheConfig(ttl_seconds=30.0)),
+    (cache_route("{ttl_seconds: 0.5, shared: true, max_entry_bytes: 2048}"),
+     CacheConfig(ttl_seconds=0.5, shared=True, max_entry_bytes=2048)),
+    (cache_route("null"), None),
+    (UPSTREAM + "routes: [{name: a, path: /a, upstream: orders}]\n", None),
+])
+def test_cache_section_defaults_and_values(text: str, expected: CacheConfig | None) -> None:
+    assert parse_config(text).routes[0].cache == expected
+
+
+def test_cache_store_defaults_and_values() -> None:
+    config = parse_config(UPSTREAM)
+    assert (config.cache_store, config.cache_max_bytes) == ("memory", 64 * 1024 * 1024)
+    config = parse_config("cache_store: redis://127.0.0.1:6379/1\ncache_max_bytes: 4096\n")
+    assert (config.cache_store, config.cache_max_bytes) == ("redis://127.0.0.1:6379/1", 4096)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (cache_route("{ttl_seconds: 0}"), ["routes[0].cache.ttl_seconds: must be greater than 0"]),
+    (cache_route("{ttl_seconds: soon}"), ["routes[0].cache.ttl_seconds: expected a number of seconds, got a string"]),
+    (cache_route("{shared: 'yes'}"), ["routes[0].cache.shared: expected true or false, got a string"]),
+    (cache_route("{max_entry_bytes: 0}"), ["routes[0].cache.max_entry_bytes: must be at least 1"]),
+    (cache_route("{tll_seconds: 5}"), ["routes[0].cache.tll_seconds: unknown key"]),
+    (cache_route("true"), ["routes[0].cache: expected a mapping, got a boolean"]),
+    (cache_route("{}", ", methods: [POST]"),
+     ["routes[0].cache: the route serves no GET or HEAD: nothing could be cached"]),
+    (cache_route("{max_entry_bytes: 4097}") + "cache_max_bytes: 4096\n",
+     ["routes[0].cache.max_entry_bytes: is larger than cache_max_bytes (4096): such answers could never be kept"]),
+    (UPSTREAM + "routes: [{name: a, path: /a, aggregate: [{name: p, upstream: orders, path: /p}], cache: {}}]\n",
+     ["routes[0].cache: aggregate routes are not cached (only upstream answers are)"]),
+    ("cache_store: memcached://x\n", ["cache_store: expected 'memory' or a redis:// URL, got 'memcached://x'"]),
+    ("cache_store: redis://\n", ["cache_store: expected 'memory' or a redis:// URL, got 'redis://'"]),
+    ("cache_max_bytes: 100\n", ["cache_max_bytes: must be at least 1024"]),
+    ("cache_max_bytes: lots\n", ["cache_max_bytes: expected an integer, got a string"]),
+])
+def test_bad_cache_config_reports_exact_problem_with_location(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+def test_a_redis_store_is_not_bounded_by_cache_max_bytes() -> None:
+    text = cache_route("{max_entry_bytes: 100000}") + "cache_store: redis://127.0.0.1:6379/0\ncache_max_bytes: 4096\n"
+    assert parse_config(text).routes[0].cache == CacheConfig(max_entry_bytes=100000)

@@ -52,7 +52,7 @@ def test_the_committed_schema_file_is_the_commands_output(capsys: pytest.Capture
 def test_every_section_refuses_unknown_keys() -> None:
     schema = config_schema()
     objects = [schema, *(d for d in schema["$defs"].values() if d.get("type") == "object" and "properties" in d)]
-    assert len(objects) == 21  # the file and its 20 sections
+    assert len(objects) == 22  # the file and its 21 sections
     assert all(d["additionalProperties"] is False for d in objects)
 
 
