@@ -179,6 +179,17 @@ class AggregatePart:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """``compression`` (SPEC §8): gzip and br of answers whose type matches, over ``min_bytes``."""
+
+    min_bytes: int = 1024  # a declared Content-Length below this is sent as it is
+    types: tuple[str, ...] = ("application/json", "text/*")  # type/subtype, type/* or */*; parameters ignored
+    encodings: tuple[str, ...] = ("br", "gzip")  # offered, in the gateway's order of preference on equal q
+    gzip_level: int = 6  # zlib 1-9
+    brotli_quality: int = 4  # brotli 0-11
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str
     path: str
@@ -197,6 +208,8 @@ class RouteConfig:
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
     plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+    # None: the global section; False: off; True: the global section or the defaults; or the route's own
+    compression: CompressionConfig | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -229,3 +242,4 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from
+    compression: CompressionConfig | None = None  # off unless given

@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .compression import ENCODINGS
 from .config import (
     AdminConfig,
     AggregatePart,
     AuthConfig,
     CircuitBreakerConfig,
+    CompressionConfig,
     ConfigError,
     CorsConfig,
     GatewayConfig,
@@ -58,6 +60,8 @@ __all__ = ["load_config", "parse_config", "ConfigError"]
 _UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# A media type as compression.types names it: type/subtype, type/* or */*, no parameters.
+_MEDIA_RANGE = re.compile(r"^(?:\*/\*|(?!\*/)[!#$%&'*+.^_`|~0-9A-Za-z-]+/(?:\*|[!#$%&'*+.^_`|~0-9A-Za-z-]+))$")
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -268,6 +272,7 @@ class _Builder:
             "cors": ("cors", self.section(self.cors, "cors")),
             "logging": ("logging", self.section(self.logging, "logging")),
             "plugins": ("plugins", self.section(self.plugins, "plugins")),
+            "compression": ("compression", self.section(self.compression, "compression")),
         })
         auth: AuthConfig = top.get("auth") or AuthConfig()
         upstreams: dict[str, UpstreamConfig] = top.get("upstreams") or {}
@@ -631,6 +636,7 @@ class _Builder:
             "cors": ("cors", self.section(self.cors, join_path(path, "cors"))),
             "aggregate": ("aggregate", lambda v: self.aggregate(v, join_path(path, "aggregate"), upstreams)),
             "plugins": ("plugins", self.route_plugins),
+            "compression": ("compression", self.section(self.route_compression, join_path(path, "compression"))),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
@@ -682,3 +688,47 @@ class _Builder:
             seen.add(kw["name"])
             out.append(AggregatePart(**kw))
         return tuple(out)
+
+    def compression(self, raw: Any, path: str) -> CompressionConfig | None:
+        """The global ``compression`` section: a mapping (``{}`` for the defaults), ``true`` for the
+        defaults, ``false`` or nothing for none."""
+        if raw is None or raw is False:
+            return None
+        if raw is True:
+            return CompressionConfig()
+        kw = self.fields(raw, path, {
+            "min_bytes": ("min_bytes", _int(0)),
+            "types": ("types", _media_ranges),
+            "encodings": ("encodings", _encodings),
+            "gzip_level": ("gzip_level", _int(1, 9)),
+            "brotli_quality": ("brotli_quality", _int(0, 11)),
+        })
+        return CompressionConfig(**kw)
+
+    def route_compression(self, raw: Any, path: str) -> CompressionConfig | bool:
+        """A route's ``compression``: ``false`` (off), ``true`` (the global section, or the defaults)
+        or a mapping of its own (replacing the global section for this route)."""
+        if isinstance(raw, bool):
+            return raw
+        if not isinstance(raw, dict):
+            raise _Invalid(f"expected true, false or a mapping, got {_kind(raw)}")
+        return self.compression(raw, path) or CompressionConfig()
+
+
+def _media_ranges(value: Any) -> tuple[str, ...]:
+    types = _str_list()(value)
+    if not types:
+        raise _Invalid("must name at least one type")
+    for i, media in enumerate(types):
+        if not _MEDIA_RANGE.match(media):
+            raise _Invalid(f"item {i}: '{media}' is not a media type (type/subtype, type/* or */*)")
+    return tuple(media.lower() for media in types)
+
+
+def _encodings(value: Any) -> tuple[str, ...]:
+    names = _str_list(_str(ENCODINGS))(value)
+    if not names:
+        raise _Invalid(f"must name at least one of {', '.join(ENCODINGS)}")
+    if len(set(names)) != len(names):
+        raise _Invalid("lists an encoding twice")
+    return names

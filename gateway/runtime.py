@@ -19,6 +19,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from .aggregate import AggregatePlan
 from .auth import Authenticator
+from .compression import Compression, compression_for
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .headers import HeaderPlan, TrustedProxies
 from .policies import Step
@@ -54,6 +55,7 @@ class RoutePlan:
     responders: tuple[tuple[int, Step], ...]  # those of them with an on_response, by index
     aggregate: AggregatePlan | None = None
     request: GatewayRequest | None = None  # the template each forwarded request derives from (None: no upstream)
+    compression: Compression | None = None  # None: the route's answers go as they are
 
 
 class Runtime:
@@ -127,6 +129,7 @@ class Runtime:
                 request=template(connect_timeout=timeouts.connect_seconds, request_timeout=timeouts.request_seconds,
                                  ssl_context=ssl_context, max_idle=target_upstream.max_idle_connections)
                 if target_upstream is not None else None,
+                compression=compression_for(route.compression, config.compression),
             )
         self.route_step = RouteStep(self.routes, self.plans, self.trusted_proxies)
         self._rate_limit_steps = tuple(builder.rate_limit_steps)

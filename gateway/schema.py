@@ -27,9 +27,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
+from .compression import ENCODINGS
 from .config import (
     AdminConfig,
     CircuitBreakerConfig,
+    CompressionConfig,
     CorsConfig,
     GatewayConfig,
     HealthCheckConfig,
@@ -81,6 +83,8 @@ Method = Annotated[str, Field(pattern=f"^({'|'.join(_any_case(m) for m in PROXIE
 Methods = Method | list[Method]
 Algorithm = Annotated[str, WithJsonSchema({"enum": sorted(JWT_ALGORITHMS)})] | EnvRef
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^/?#]+")] | EnvRef
+MediaRange = Annotated[str, Field(pattern=f"^(\\*/\\*|(?!\\*/){_TOKEN}/(\\*|{_TOKEN}))$")] | EnvRef
+Encoding = Literal[ENCODINGS] | EnvRef  # type: ignore[valid-type]  # the choices of gateway.compression
 
 
 class _Section(BaseModel):
@@ -228,6 +232,23 @@ class AggregatePart(_Section):
         description="may hold {param} placeholders captured by the route's path")
 
 
+class Compression(_Section):
+    """gzip and br of answers whose type matches (SPEC §8)."""
+
+    min_bytes: NonNegativeInt = Field(CompressionConfig.min_bytes,
+                                      description="a declared Content-Length below this is not compressed, bytes")
+    types: MediaRange | list[MediaRange] = Field(
+        default_factory=lambda: list(CompressionConfig.types),
+        description="Content-Types compressed: type/subtype, type/* or */* (parameters ignored)")
+    encodings: Encoding | list[Encoding] = Field(
+        default_factory=lambda: list(CompressionConfig.encodings),
+        description="offered codings, preferred first when the client weighs them equally")
+    gzip_level: Annotated[int, Field(ge=1, le=9)] | EnvRef = Field(CompressionConfig.gzip_level,
+                                                                   description="zlib level 1-9")
+    brotli_quality: Annotated[int, Field(ge=0, le=11)] | EnvRef = Field(CompressionConfig.brotli_quality,
+                                                                        description="brotli quality 0-11")
+
+
 class Route(_Section):
     """One route; exactly one of ``upstream`` or ``aggregate``."""
 
@@ -252,6 +273,8 @@ class Route(_Section):
     aggregate: list[AggregatePart] = Field(default=None, min_length=1,
                                            description="GET several upstreams and merge their JSON")
     plugins: TextList = Field(default_factory=list, description="names from plugins, run in this order")
+    compression: Bool | Compression = Field(
+        default=None, description="false: off; true: the global section (or the defaults); or the route's own")
 
 
 class Plugin(_Section):
@@ -282,6 +305,8 @@ class ConfigFile(_Section):
     cors: Cors | None = None
     logging: Logging | None = None
     plugins: list[Plugin] | None = None
+    compression: Bool | Compression | None = Field(
+        default=None, description="gzip/br of matching answers, for every route that does not say otherwise")
 
 
 def config_schema() -> dict[str, Any]:
