@@ -97,16 +97,19 @@ class BrotliEncoder:
 
 
 class TypeMatch:
-    """Whether a ``Content-Type`` is one of ``types`` (``type/subtype``, ``type/*`` or ``*/*``),
-    compared without parameters and case. An answer without a type never matches."""
+    """Whether a ``Content-Type`` is one of ``types``, compared without parameters and case:
+    ``type/subtype``, ``type/*``, ``type/*+suffix`` (a structured syntax suffix, RFC 6838 §4.2.8:
+    ``application/*+json`` takes ``application/problem+json``) or ``*/*``. An answer without a
+    type never matches."""
 
-    __slots__ = ("exact", "prefixes", "any")
+    __slots__ = ("exact", "prefixes", "suffixed", "any")
 
     def __init__(self, types: tuple[str, ...]) -> None:
         patterns = [t.strip().lower() for t in types]
         self.any = "*/*" in patterns
-        self.exact = frozenset(p for p in patterns if not p.endswith("/*"))
+        self.exact = frozenset(p for p in patterns if "*" not in p)
         self.prefixes = tuple(p[:-1] for p in patterns if p.endswith("/*") and p != "*/*")
+        self.suffixed = tuple((p.split("/*", 1)[0] + "/", p.split("/*", 1)[1]) for p in patterns if "/*+" in p)
 
     def __call__(self, content_type: str | None) -> bool:
         if not content_type:
@@ -114,9 +117,13 @@ class TypeMatch:
         media = content_type.split(";", 1)[0].strip().lower()
         if media in self.exact:
             return True
-        if "/" not in media or media.endswith("/") or media.startswith("/"):
+        kind, slash, subtype = media.partition("/")
+        if not kind or not slash or not subtype:
             return False
-        return self.any or media.startswith(self.prefixes)
+        if self.any or media.startswith(self.prefixes):
+            return True
+        return any(media.startswith(prefix) and subtype.endswith(suffix) and len(subtype) > len(suffix)
+                   for prefix, suffix in self.suffixed)
 
 
 def negotiate(accept_encoding: str | None, offered: tuple[str, ...] = ENCODINGS) -> str | None:

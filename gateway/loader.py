@@ -60,8 +60,9 @@ __all__ = ["load_config", "parse_config", "ConfigError"]
 _UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# A media type as compression.types names it: type/subtype, type/* or */*, no parameters.
-_MEDIA_RANGE = re.compile(r"^(?:\*/\*|(?!\*/)[!#$%&'*+.^_`|~0-9A-Za-z-]+/(?:\*|[!#$%&'*+.^_`|~0-9A-Za-z-]+))$")
+# A media type as compression.types names it: type/subtype, type/*, type/*+suffix or */*; no parameters.
+_MEDIA_TOKEN = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"  # a token without '*'
+_MEDIA_RANGE = re.compile(rf"^(?:\*/\*|{_MEDIA_TOKEN}/(?:\*|\*\+{_MEDIA_TOKEN}|{_MEDIA_TOKEN}))$")
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -721,7 +722,7 @@ def _media_ranges(value: Any) -> tuple[str, ...]:
         raise _Invalid("must name at least one type")
     for i, media in enumerate(types):
         if not _MEDIA_RANGE.match(media):
-            raise _Invalid(f"item {i}: '{media}' is not a media type (type/subtype, type/* or */*)")
+            raise _Invalid(f"item {i}: '{media}' is not a media type (type/subtype, type/*, type/*+suffix or */*)")
     return tuple(media.lower() for media in types)
 
 

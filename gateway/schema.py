@@ -83,7 +83,8 @@ Method = Annotated[str, Field(pattern=f"^({'|'.join(_any_case(m) for m in PROXIE
 Methods = Method | list[Method]
 Algorithm = Annotated[str, WithJsonSchema({"enum": sorted(JWT_ALGORITHMS)})] | EnvRef
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^/?#]+")] | EnvRef
-MediaRange = Annotated[str, Field(pattern=f"^(\\*/\\*|(?!\\*/){_TOKEN}/(\\*|{_TOKEN}))$")] | EnvRef
+_MEDIA_TOKEN = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"  # a token without '*' (the loader's)
+MediaRange = Annotated[str, Field(pattern=rf"^(\*/\*|{_MEDIA_TOKEN}/(\*|\*\+{_MEDIA_TOKEN}|{_MEDIA_TOKEN}))$")] | EnvRef
 Encoding = Literal[ENCODINGS] | EnvRef  # type: ignore[valid-type]  # the choices of gateway.compression
 
 
@@ -239,7 +240,7 @@ class Compression(_Section):
                                       description="a declared Content-Length below this is not compressed, bytes")
     types: MediaRange | list[MediaRange] = Field(
         default_factory=lambda: list(CompressionConfig.types),
-        description="Content-Types compressed: type/subtype, type/* or */* (parameters ignored)")
+        description="Content-Types compressed: type/subtype, type/*, type/*+suffix or */* (parameters ignored)")
     encodings: Encoding | list[Encoding] = Field(
         default_factory=lambda: list(CompressionConfig.encodings),
         description="offered codings, preferred first when the client weighs them equally")

@@ -110,6 +110,12 @@ def test_choose_remembers_short_values_only_and_stays_bounded() -> None:
     (("*/*",), "image/png", True),
     (("*/*",), "garbage", False),
     (("*/*",), "/x", False),
+    (("application/*+json",), "application/problem+json", True),  # a structured syntax suffix
+    (("application/*+json",), "Application/Vnd.Api+JSON; v=1", True),
+    (("application/*+json",), "application/+json", False),
+    (("application/*+json",), "application/json", False),
+    (("application/*+json",), "text/x+json", False),
+    (("application/*+json",), "application/x+jsonp", False),
     (("image/svg+xml",), "image/svg+xml", True),
     (("image/svg+xml",), "image/svg", False),
 ])
