@@ -44,8 +44,8 @@ from tornado.httputil import HTTPHeaders
 
 from .config import CompressionConfig
 
-__all__ = ["ENCODINGS", "BROTLI_WINDOW_BITS", "Compression", "Encoder", "TypeMatch", "compression_for",
-           "negotiate"]
+__all__ = ["ENCODINGS", "BROTLI_WINDOW_BITS", "Compression", "Encoder", "TypeMatch", "accept_encoding",
+           "compression_for", "negotiate"]
 
 ENCODINGS = ("br", "gzip")  # what the gateway can produce
 BROTLI_WINDOW_BITS = 18  # a 256 KiB window (Envoy's default): bounds an encoder's memory
@@ -102,7 +102,7 @@ class TypeMatch:
     ``application/*+json`` takes ``application/problem+json``) or ``*/*``. An answer without a
     type never matches."""
 
-    __slots__ = ("exact", "prefixes", "suffixed", "any")
+    __slots__ = ("exact", "prefixes", "suffixed", "any", "_seen")
 
     def __init__(self, types: tuple[str, ...]) -> None:
         patterns = [t.strip().lower() for t in types]
@@ -110,10 +110,24 @@ class TypeMatch:
         self.exact = frozenset(p for p in patterns if "*" not in p)
         self.prefixes = tuple(p[:-1] for p in patterns if p.endswith("/*") and p != "*/*")
         self.suffixed = tuple((p.split("/*", 1)[0] + "/", p.split("/*", 1)[1]) for p in patterns if "/*+" in p)
+        self._seen: dict[str, bool] = {}  # answers' Content-Type values repeat: decided once each (bounded)
 
     def __call__(self, content_type: str | None) -> bool:
         if not content_type:
             return False
+        seen = self._seen
+        try:
+            return seen[content_type]
+        except KeyError:
+            pass
+        matched = self._match(content_type)
+        if len(content_type) <= _CACHED_LENGTH:
+            if len(seen) >= _CACHE_LIMIT:
+                seen.clear()
+            seen[content_type] = matched
+        return matched
+
+    def _match(self, content_type: str) -> bool:
         media = content_type.split(";", 1)[0].strip().lower()
         if media in self.exact:
             return True
@@ -208,9 +222,11 @@ class Compression:
         if coding is None:
             return None
         out["Content-Encoding"] = coding
-        out.pop("Content-Length", None)
-        out.pop("Accept-Ranges", None)
-        etag = out.get("ETag")
+        if "Content-Length" in out:
+            del out["Content-Length"]
+        if "Accept-Ranges" in out:
+            del out["Accept-Ranges"]
+        etag = _field(out, "ETag")
         if etag is not None and etag.startswith('"'):
             out["ETag"] = "W/" + etag
         config = self.config
@@ -230,12 +246,12 @@ class Compression:
         """Whether an answer with this status and head may be compressed at all (any client)."""
         if status < 200 or status in _NEVER or "Content-Encoding" in out or "Content-Range" in out:
             return False
-        if not self.types(out.get("Content-Type")):
+        if not self.types(_field(out, "Content-Type")):
             return False
-        length = out.get("Content-Length")
+        length = _field(out, "Content-Length")
         if length is not None and length.isdigit() and int(length) < self.min_bytes:
             return False
-        cache_control = out.get("Cache-Control")
+        cache_control = _field(out, "Cache-Control")
         if cache_control is not None and "no-transform" in cache_control.lower():
             return all(token.strip() != "no-transform" for token in cache_control.lower().split(","))
         return True
@@ -243,7 +259,7 @@ class Compression:
 
 def _add_vary(out: HTTPHeaders) -> None:
     """``Vary: Accept-Encoding``, merged with what the answer varies on already."""
-    vary = out.get("Vary")
+    vary = _field(out, "Vary")
     if not vary:
         out["Vary"] = "Accept-Encoding"
         return
@@ -251,6 +267,16 @@ def _add_vary(out: HTTPHeaders) -> None:
     if "*" in names or "accept-encoding" in names:
         return
     out["Vary"] = vary + ", Accept-Encoding"
+
+
+def accept_encoding(headers: HTTPHeaders) -> str | None:
+    """A request's ``Accept-Encoding`` (repeated lines joined with commas), or None."""
+    return _field(headers, "Accept-Encoding")
+
+
+def _field(headers: HTTPHeaders, name: str) -> str | None:
+    # `in` then `[]`: HTTPHeaders.get() pays for a KeyError on every absent field
+    return headers[name] if name in headers else None
 
 
 def compression_for(route: CompressionConfig | bool | None, default: CompressionConfig | None

@@ -33,7 +33,7 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 from tornado.web import stream_request_body
 
-from ..compression import Encoder
+from ..compression import Encoder, accept_encoding
 from ..errors import BadGateway, BodyTooLarge, GatewayError, InternalError, RequestTimeout
 from ..framing import CHUNKED
 from ..headers import Fields, tornado_headers, traceparent_from
@@ -275,7 +275,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         body = result.body
         if plan.compression is not None:
             body = plan.compression.encode_whole(self.request.method or "GET", 200, out, body,
-                                                 self.request.headers.get("Accept-Encoding"))
+                                                 accept_encoding(self.request.headers))
         self.respond(200, out, body)
 
     def upstream_headers(self, plan: RoutePlan) -> Fields:
@@ -319,7 +319,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         compression = self.plan.compression  # type: ignore[union-attr]
         if compression is not None:
             self._encoder = compression.start(self.request.method or "GET", status, out,
-                                              self.request.headers.get("Accept-Encoding"))
+                                              accept_encoding(self.request.headers))
         self.hold(status, reason or httputil.responses.get(status, "Unknown"), out)
 
     def on_body(self, chunk: bytes) -> Any:

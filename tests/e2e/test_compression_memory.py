@@ -107,7 +107,7 @@ async def test_compressing_a_large_download_keeps_the_gateways_memory_flat(start
         routes:
           - {{name: all, path: /, upstream: up}}
         """)
-    client = SimpleAsyncHTTPClient(force_instance=True)
+    client = SimpleAsyncHTTPClient(force_instance=True, max_body_size=2 * SIZE)  # the default is 100 MiB
     want = expected()
     figures: list[str] = []
     try:
