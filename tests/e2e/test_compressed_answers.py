@@ -370,3 +370,14 @@ async def test_a_client_that_leaves_mid_download_aborts_the_upstream_exchange(st
     after = await http(gw.url + "/on/json", headers={"Accept-Encoding": "gzip"})  # still serving
     assert after.code == 200 and gzip.decompress(after.body) == LARGE
 
+
+
+async def test_an_http_1_0_client_gets_a_close_delimited_compressed_answer(start_upstream: Any,
+                                                                          start_gateway: Any) -> None:
+    """HTTP/1.0 has no chunked framing: the compressed answer (of unknown length) ends with the connection."""
+    gw, _ = await env(start_upstream, start_gateway)
+    raw = await exchange(gw.port, b"GET /on/json HTTP/1.0\r\nHost: gw\r\nAccept-Encoding: gzip\r\n\r\n")
+    status, headers, body = parse(raw)
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert "content-length" not in headers and "transfer-encoding" not in headers
+    assert gzip.decompress(body) == LARGE

@@ -90,6 +90,15 @@ def test_choose_remembers_short_values_only_and_stays_bounded() -> None:
     assert long not in compression._chosen
 
 
+def test_type_decisions_are_remembered_within_bounds() -> None:
+    match = TypeMatch(("text/*",))
+    for i in range(1000):
+        assert match(f"text/x-{i}") is True
+        assert match(f"image/x-{i}") is False
+    assert len(match._seen) <= 256
+    assert match("text/" + "x" * 500) is True and ("text/" + "x" * 500) not in match._seen
+
+
 @pytest.mark.parametrize("types, content_type, expected", [
     (("application/json", "text/*"), "application/json", True),
     (("application/json", "text/*"), "application/json; charset=utf-8", True),  # parameters ignored
