@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU per request of the gateway for a 64 KiB JSON answer, with and without compression.
 
-Usage: python bench/compress_bench.py [--duration 3] [--rounds 3] [--connections 16]
+Usage: python bench/compress_bench.py [--duration 3] [--rounds 3] [--connections 16] [--only identity,gzip]
 
 Starts an nginx backend serving one 64 KiB JSON document (records with varied numbers, about
 5:1 compressible, like a real API page), and one gateway process (`run.py serve`, access log
@@ -95,7 +95,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--only", default="", help="comma list of: " + ",".join(VARIANTS) + " (off is always run)")
     args = p.parse_args(argv)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(VARIANTS)
+        if unknown:
+            p.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
+        for name in set(VARIANTS) - set(args.only.split(",")) - {"off"}:
+            del VARIANTS[name]
     try:
         nginx, wrk = ensure_tools()
     except HarnessError as exc:
