@@ -26,6 +26,11 @@ redis-server:
 test: $(STAMP) redis-server
 	$(PY) -m pytest -q
 
+# The slow tier: compressing a 1 GiB download per encoding with the gateway's RSS watched (make test: 256 MiB).
+.PHONY: test-slow
+test-slow: $(STAMP)
+	GW_COMPRESS_MEM_MIB=1024 $(PY) -m pytest tests/e2e/test_compression_memory.py -q -s -p no:randomly
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/mypy gateway

@@ -208,6 +208,17 @@ class AggregatePart:
 
 
 @dataclass(frozen=True)
+class CompressionConfig:
+    """``compression`` (SPEC §8): gzip and br of answers whose type matches, over ``min_bytes``."""
+
+    min_bytes: int = 1024  # a declared Content-Length below this is sent as it is
+    types: tuple[str, ...] = ("application/json", "text/*")  # type/subtype, type/* or */*; parameters ignored
+    encodings: tuple[str, ...] = ("br", "gzip")  # offered, in the gateway's order of preference on equal q
+    gzip_level: int = 1  # zlib 1-9; 1 is nginx's default and costs a third of 6 (README, Compression)
+    brotli_quality: int = 1  # brotli 0-11; 1 is smaller than gzip's 6 on JSON, at the CPU of gzip's 1
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str
     path: str
@@ -233,6 +244,8 @@ class RouteConfig:
     websocket_idle_seconds: float = 300.0  # a socket with no frame either way this long: close 1001
     websocket_max_message_bytes: int = 1024 * 1024  # a larger message: close 1009
     cache: CacheConfig | None = None  # GET/HEAD answers kept (SPEC §8)
+    # None: the global section; False: off; True: the global section or the defaults; or the route's own
+    compression: CompressionConfig | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -267,3 +280,4 @@ class GatewayConfig:
     source: str = ""  # the file it came from
     cache_store: str = "memory"  # memory | redis://host:port/db (shared by every instance)
     cache_max_bytes: int = 64 * 1024 * 1024  # the memory store's bound (LRU)
+    compression: CompressionConfig | None = None  # off unless given

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .apikeys import MAX_KEY_BYTES, MIN_KEY_CHARS, RESERVED_KEY_HEADERS, digest_of
+from .compression import ENCODINGS
 from .config import (
     AdminConfig,
     AggregatePart,
@@ -27,6 +28,7 @@ from .config import (
     AuthConfig,
     CacheConfig,
     CircuitBreakerConfig,
+    CompressionConfig,
     ConfigError,
     CorsConfig,
     GatewayConfig,
@@ -63,6 +65,9 @@ __all__ = ["load_config", "parse_config", "ConfigError"]
 _UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# A media type as compression.types names it: type/subtype, type/*, type/*+suffix or */*; no parameters.
+_MEDIA_TOKEN = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"  # a token without '*'
+_MEDIA_RANGE = re.compile(rf"^(?:\*/\*|{_MEDIA_TOKEN}/(?:\*|\*\+{_MEDIA_TOKEN}|{_MEDIA_TOKEN}))$")
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -288,6 +293,7 @@ class _Builder:
             "plugins": ("plugins", self.section(self.plugins, "plugins")),
             "cache_store": ("cache_store", self.cache_store),
             "cache_max_bytes": ("cache_max_bytes", _int(1024)),
+            "compression": ("compression", self.section(self.compression, "compression")),
         })
         auth: AuthConfig = top.get("auth") or AuthConfig()
         upstreams: dict[str, UpstreamConfig] = top.get("upstreams") or {}
@@ -763,6 +769,7 @@ class _Builder:
             "websocket_idle_seconds": ("websocket_idle_seconds", _seconds()),
             "websocket_max_message_bytes": ("websocket_max_message_bytes", _int(minimum=1, maximum=1 << 30)),
             "cache": ("cache", self.section(self.cache, join_path(path, "cache"))),
+            "compression": ("compression", self.section(self.route_compression, join_path(path, "compression"))),
         }, required=("name", "path"))
         if "name" not in kw or "path" not in kw:
             return None
@@ -857,3 +864,47 @@ class _Builder:
             seen.add(kw["name"])
             out.append(AggregatePart(**kw))
         return tuple(out)
+
+    def compression(self, raw: Any, path: str) -> CompressionConfig | None:
+        """The global ``compression`` section: a mapping (``{}`` for the defaults), ``true`` for the
+        defaults, ``false`` or nothing for none."""
+        if raw is None or raw is False:
+            return None
+        if raw is True:
+            return CompressionConfig()
+        kw = self.fields(raw, path, {
+            "min_bytes": ("min_bytes", _int(0)),
+            "types": ("types", _media_ranges),
+            "encodings": ("encodings", _encodings),
+            "gzip_level": ("gzip_level", _int(1, 9)),
+            "brotli_quality": ("brotli_quality", _int(0, 11)),
+        })
+        return CompressionConfig(**kw)
+
+    def route_compression(self, raw: Any, path: str) -> CompressionConfig | bool:
+        """A route's ``compression``: ``false`` (off), ``true`` (the global section, or the defaults)
+        or a mapping of its own (replacing the global section for this route)."""
+        if isinstance(raw, bool):
+            return raw
+        if not isinstance(raw, dict):
+            raise _Invalid(f"expected true, false or a mapping, got {_kind(raw)}")
+        return self.compression(raw, path) or CompressionConfig()
+
+
+def _media_ranges(value: Any) -> tuple[str, ...]:
+    types = _str_list()(value)
+    if not types:
+        raise _Invalid("must name at least one type")
+    for i, media in enumerate(types):
+        if not _MEDIA_RANGE.match(media):
+            raise _Invalid(f"item {i}: '{media}' is not a media type (type/subtype, type/*, type/*+suffix or */*)")
+    return tuple(media.lower() for media in types)
+
+
+def _encodings(value: Any) -> tuple[str, ...]:
+    names = _str_list(_str(ENCODINGS))(value)
+    if not names:
+        raise _Invalid(f"must name at least one of {', '.join(ENCODINGS)}")
+    if len(set(names)) != len(names):
+        raise _Invalid("lists an encoding twice")
+    return names

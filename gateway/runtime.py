@@ -22,6 +22,7 @@ from .apikeys import ApiKeyRing
 from .auth import Authenticator
 from .cache import build_cache_store
 from .cache.store import CacheStore
+from .compression import Compression, compression_for
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .headers import HeaderPlan, TrustedProxies
 from .policies import Step
@@ -59,6 +60,7 @@ class RoutePlan:
     aggregate: AggregatePlan | None = None
     request: GatewayRequest | None = None  # the template each forwarded request derives from (None: no upstream)
     websocket: WebSocketPlan | None = None  # a websocket: true route's limits (gateway.websocket)
+    compression: Compression | None = None  # None: the route's answers go as they are
 
 
 class Runtime:
@@ -135,6 +137,7 @@ class Runtime:
                                  ssl_context=ssl_context, max_idle=target_upstream.max_idle_connections)
                 if target_upstream is not None else None,
                 websocket=WebSocketPlan.for_route(route),
+                compression=compression_for(route.compression, config.compression),
             )
         self.route_step = RouteStep(self.routes, self.plans, self.trusted_proxies)
         self._rate_limit_steps = tuple(builder.rate_limit_steps)

@@ -27,11 +27,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
+from .compression import ENCODINGS
 from .config import (
     AdminConfig,
     ApiKeysConfig,
     CacheConfig,
     CircuitBreakerConfig,
+    CompressionConfig,
     CorsConfig,
     GatewayConfig,
     HealthCheckConfig,
@@ -83,6 +85,9 @@ Method = Annotated[str, Field(pattern=f"^({'|'.join(_any_case(m) for m in PROXIE
 Methods = Method | list[Method]
 Algorithm = Annotated[str, WithJsonSchema({"enum": sorted(JWT_ALGORITHMS)})] | EnvRef
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^/?#]+")] | EnvRef
+_MEDIA_TOKEN = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"  # a token without '*' (the loader's)
+MediaRange = Annotated[str, Field(pattern=rf"^(\*/\*|{_MEDIA_TOKEN}/(\*|\*\+{_MEDIA_TOKEN}|{_MEDIA_TOKEN}))$")] | EnvRef
+Encoding = Literal[ENCODINGS] | EnvRef  # type: ignore[valid-type]  # the choices of gateway.compression
 
 
 class _Section(BaseModel):
@@ -263,6 +268,23 @@ class AggregatePart(_Section):
         description="may hold {param} placeholders captured by the route's path")
 
 
+class Compression(_Section):
+    """gzip and br of answers whose type matches (SPEC §8)."""
+
+    min_bytes: NonNegativeInt = Field(CompressionConfig.min_bytes,
+                                      description="a declared Content-Length below this is not compressed, bytes")
+    types: MediaRange | list[MediaRange] = Field(
+        default_factory=lambda: list(CompressionConfig.types),
+        description="Content-Types compressed: type/subtype, type/*, type/*+suffix or */* (parameters ignored)")
+    encodings: Encoding | list[Encoding] = Field(
+        default_factory=lambda: list(CompressionConfig.encodings),
+        description="offered codings, preferred first when the client weighs them equally")
+    gzip_level: Annotated[int, Field(ge=1, le=9)] | EnvRef = Field(CompressionConfig.gzip_level,
+                                                                   description="zlib level 1-9")
+    brotli_quality: Annotated[int, Field(ge=0, le=11)] | EnvRef = Field(CompressionConfig.brotli_quality,
+                                                                        description="brotli quality 0-11")
+
+
 class Route(_Section):
     """One route; exactly one of ``upstream`` or ``aggregate``."""
 
@@ -297,6 +319,8 @@ class Route(_Section):
     websocket_max_message_bytes: PositiveInt = Field(RouteConfig.websocket_max_message_bytes,
                                                      description="a larger message: close 1009 (websocket routes)")
     cache: Cache | None = Field(default=None, description="keep GET/HEAD answers (upstream routes)")
+    compression: Bool | Compression = Field(
+        default=None, description="false: off; true: the global section (or the defaults); or the route's own")
 
 
 class Plugin(_Section):
@@ -331,6 +355,8 @@ class ConfigFile(_Section):
         GatewayConfig.cache_store, description="memory | redis://host:port/db (shared by every instance)")
     cache_max_bytes: Annotated[int, Field(ge=1024)] | EnvRef = Field(
         GatewayConfig.cache_max_bytes, description="the memory cache store's bound (least recently used out), bytes")
+    compression: Bool | Compression | None = Field(
+        default=None, description="gzip/br of matching answers, for every route that does not say otherwise")
 
 
 def config_schema() -> dict[str, Any]:

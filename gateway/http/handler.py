@@ -36,6 +36,7 @@ from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 from tornado.web import stream_request_body
 
 from ..cache.step import CacheExchange
+from ..compression import Encoder, accept_encoding
 from ..errors import BadGateway, BodyTooLarge, GatewayError, InternalError, RequestTimeout
 from ..framing import CHUNKED
 from ..headers import Fields, tornado_headers, traceparent_from
@@ -75,6 +76,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
     _body_timer: asyncio.TimerHandle | None = None  # watches the body's silence (server.body_timeout_seconds)
     _body_seen = 0.0  # the loop time the body last sent something
     _loop: asyncio.AbstractEventLoop
+    _encoder: Encoder | None = None  # this answer's compression (gateway.compression), when it has one
 
     # --- what the client sends ---
 
@@ -222,6 +224,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
                 body = b"".join(self._body_chunks) if self._body_chunks else None
                 self._body_chunks = None  # the joined copy is the replay buffer: one copy of the body, not two
                 await self.forward(body)
+            if self._encoder is not None:
+                await self._finish_encoding()
         except GatewayError as error:
             self.fail(error)
             return
@@ -278,7 +282,11 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         out = httputil.HTTPHeaders()
         out["Content-Type"] = "application/json"
         out["X-Gateway-Completed"] = "true" if result.completed else "false"
-        self.respond(200, out, result.body)
+        body = result.body
+        if plan.compression is not None:
+            body = plan.compression.encode_whole(self.request.method or "GET", 200, out, body,
+                                                 accept_encoding(self.request.headers))
+        self.respond(200, out, body)
 
     def upstream_headers(self, plan: RoutePlan) -> Fields:
         """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added
@@ -318,13 +326,32 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
             del out["Content-Length"]  # RFC 9110 §8.6: never on a 204 (a 304 may keep it: the representation's)
         if not self.stamp(status, out):
             raise InternalError()  # a plugin's on_response raised (logged): answered 500 instead
+        compression = self.plan.compression  # type: ignore[union-attr]
+        if compression is not None:
+            self._encoder = compression.start(self.request.method or "GET", status, out,
+                                              accept_encoding(self.request.headers))
         self.hold(status, reason or httputil.responses.get(status, "Unknown"), out)
 
     def on_body(self, chunk: bytes) -> Any:
         if not chunk or self.request.method == "HEAD":
             return None
+        if self._encoder is not None:
+            chunk = self._encoder.compress(chunk)  # flushed: a streamed answer stays streamed
         self.ctx.bytes_out += len(chunk)
         return self.relay(chunk)
+
+    async def _finish_encoding(self) -> None:
+        """The compressed stream's tail, once the upstream's answer ended (a client gone meanwhile
+        gets nothing more)."""
+        encoder, self._encoder = self._encoder, None
+        if encoder is None or self.phase == Phase.ENDED:
+            return
+        tail = encoder.finish()
+        self.ctx.bytes_out += len(tail)
+        try:
+            await self.relay(tail)
+        except StreamClosedError:
+            self.client_left(499)
 
     # --- bookkeeping ---
 
@@ -334,6 +361,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         self._stop_body_timer()
         if self.view is not None and self.view.cache is not None:
             self.view.cache.close()
+        self._encoder = None
         forwarding, self._forwarding, self._body_stream = self._forwarding, None, None
         if forwarding is not None and forwarding.done() and not forwarding.cancelled():
             forwarding.exception()  # retrieved: nothing to log about it later

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from gateway.config import CacheConfig, ConfigError, GatewayConfig, Origin, TargetConfig
+from gateway.config import CacheConfig, CompressionConfig, ConfigError, GatewayConfig, Origin, TargetConfig
 from gateway.loader import load_config, parse_config
 from tests.support.tokens import SECRET
 
@@ -153,6 +153,30 @@ BAD_CONFIGS = [
     ("websocket on an aggregate route",
      UPSTREAM + "routes: [{name: a, path: /a, websocket: true, aggregate: [{name: x, upstream: orders, path: /x}]}]\n",
      ["routes[0].websocket: an aggregate route cannot relay WebSockets"]),
+    ("compression of the wrong type", "compression: gzip\n", ["compression: expected a mapping, got a string"]),
+    ("compression: unknown key and bad values", "compression: {level: 3, min_bytes: -1, gzip_level: 0,"
+     " brotli_quality: 12}\n", ["compression.level: unknown key", "compression.min_bytes: must be at least 0",
+                                "compression.gzip_level: must be at least 1",
+                                "compression.brotli_quality: must be at most 11"]),
+    ("compression types that are not media types", "compression: {types: [json, 'text/html; charset=utf-8',"
+     " '*/json', text/]}\n", ["compression.types: item 0: 'json' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression type with parameters", "compression: {types: ['text/html; charset=utf-8']}\n",
+     ["compression.types: item 0: 'text/html; charset=utf-8' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression type half a wildcard", "compression: {types: ['*/json']}\n",
+     ["compression.types: item 0: '*/json' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression type with a star inside", "compression: {types: ['text/htm*', 'app*/json', 'a/*+']}\n",
+     ["compression.types: item 0: 'text/htm*' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression types empty", "compression: {types: []}\n", ["compression.types: must name at least one type"]),
+    ("compression encodings unknown", "compression: {encodings: [gzip, deflate]}\n",
+     ["compression.encodings: item 1: must be one of br, gzip, got 'deflate'"]),
+    ("compression encodings twice", "compression: {encodings: [gzip, gzip]}\n",
+     ["compression.encodings: lists an encoding twice"]),
+    ("compression encodings empty", "compression: {encodings: []}\n",
+     ["compression.encodings: must name at least one of br, gzip"]),
+    ("route compression of the wrong type", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders,"
+     " compression: gzip}]\n", ["routes[0].compression: expected true, false or a mapping, got a string"]),
+    ("route compression with a bad key", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders,"
+     " compression: {min_byte: 1}}]\n", ["routes[0].compression.min_byte: unknown key"]),
 ]
 ENVIRON = {"variable typed, then checked": {"GW_TEST_PORT": "eighty"}}
 
@@ -501,3 +525,31 @@ def test_bad_cache_config_reports_exact_problem_with_location(text: str, expecte
 def test_a_redis_store_is_not_bounded_by_cache_max_bytes() -> None:
     text = cache_route("{max_entry_bytes: 100000}") + "cache_store: redis://127.0.0.1:6379/0\ncache_max_bytes: 4096\n"
     assert parse_config(text).routes[0].cache == CacheConfig(max_entry_bytes=100000)
+CUSTOM = CompressionConfig(min_bytes=0, types=("image/svg+xml",), encodings=("gzip",), gzip_level=1, brotli_quality=0)
+
+
+@pytest.mark.parametrize("text, global_section, route_setting", [
+    ("", None, None),
+    ("compression: {}\n", CompressionConfig(), None),
+    ("compression: true\n", CompressionConfig(), None),
+    ("compression: false\n", None, None),
+    ("compression:\n", None, None),
+    ("compression: {min_bytes: 0, types: [Text/*, '*/*', 'application/*+json'], encodings: gzip, gzip_level: 9,"
+     " brotli_quality: 11}\n",
+     CompressionConfig(min_bytes=0, types=("text/*", "*/*", "application/*+json"), encodings=("gzip",), gzip_level=9, brotli_quality=11),
+     None),
+    ("compression: {}\nROUTE: false", CompressionConfig(), False),
+    ("ROUTE: true", None, True),
+    ("ROUTE: {}", None, CompressionConfig()),
+    ("compression: {min_bytes: 5}\nROUTE: {min_bytes: 0, types: image/svg+xml, encodings: [gzip], gzip_level: 1,"
+     " brotli_quality: 0}", CompressionConfig(min_bytes=5), CUSTOM),
+])
+def test_compression_global_and_per_route(text: str, global_section: CompressionConfig | None,
+                                          route_setting: CompressionConfig | bool | None) -> None:
+    """The global section (absent, false or empty: none) and a route's own setting, kept apart: the runtime
+    resolves them (gateway.compression.compression_for)."""
+    top, _, route = text.partition("ROUTE: ")
+    extra = f", compression: {route}" if route else ""
+    config = parse_config(top + UPSTREAM + f"routes: [{{name: a, path: /a, upstream: orders{extra}}}]\n")
+    assert config.compression == global_section
+    assert config.routes[0].compression == route_setting

@@ -52,7 +52,7 @@ def test_the_committed_schema_file_is_the_commands_output(capsys: pytest.Capture
 def test_every_section_refuses_unknown_keys() -> None:
     schema = config_schema()
     objects = [schema, *(d for d in schema["$defs"].values() if d.get("type") == "object" and "properties" in d)]
-    assert len(objects) == 22  # the file and its 21 sections
+    assert len(objects) == 23  # the file and its 22 sections
     assert all(d["additionalProperties"] is False for d in objects)
 
 
@@ -108,6 +108,16 @@ GOOD_CONFIGS = [
             path: /u/{{id}}
             aggregate: [{{name: user, upstream: orders, path: "/users/{{id}}?x=1"}}]
         """),
+    ("compression, global and per route", """\
+        compression: {min_bytes: 0, types: ["text/*", Application/JSON, "*/*"], encodings: gzip, gzip_level: 9,
+                      brotli_quality: "${Q:-11}"}
+        upstreams: {u: {targets: ["http://h"]}}
+        routes:
+          - {name: a, path: /a, upstream: u, compression: false}
+          - {name: b, path: /b, upstream: u, compression: true}
+          - {name: c, path: /c, upstream: u, compression: {types: image/svg+xml, encodings: [gzip, br]}}
+        """),
+    ("compression: true for the defaults", "compression: true\n"),
 ]
 
 
@@ -135,6 +145,13 @@ BAD_CONFIGS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("certfile without keyfile", "upstreams: {u: {targets: ['http://h'], tls: {certfile: c.pem}}}\n",
      [("$.upstreams", "anyOf")]),
     ("redis store of the wrong scheme", "rate_limit_store: 'http://h'\n", [("$.rate_limit_store", "anyOf")]),
+    ("compression type with parameters", "compression: {types: ['text/html; charset=utf-8']}\n",
+     [("$.compression", "anyOf")]),
+    ("compression type half a wildcard", "compression: {types: ['*/json']}\n", [("$.compression", "anyOf")]),
+    ("unknown compression encoding", "compression: {encodings: [deflate]}\n", [("$.compression", "anyOf")]),
+    ("gzip level out of range", "compression: {gzip_level: 10}\n", [("$.compression", "anyOf")]),
+    ("route compression of the wrong type", "routes: [{name: a, path: /a, upstream: o, compression: gzip}]\n",
+     [("$.routes", "anyOf")]),
     ("two problems at once", "logging: {level: loud}\nrate_limit_fail_open: 3\n",
      [("$.logging", "anyOf"), ("$.rate_limit_fail_open", "anyOf")]),
 ]
