@@ -149,7 +149,9 @@ function drawUpstreams(upstreams) {
       el("span", { class: "muted" }, " · " + upstream.balance));
     const table = el("table");
     const head = el("tr");
-    for (const h of ["target", "weight", "health", "circuit", "in flight"]) head.append(el("th", {}, h));
+    for (const h of ["target", "weight", "health", "circuit", "in flight"]) {
+      head.append(el("th", h === "weight" || h === "in flight" ? { class: "num" } : {}, h));
+    }
     table.append(el("thead", {}, head));
     const tbody = el("tbody");
     for (const t of upstream.targets) {
@@ -184,6 +186,8 @@ function drawErrors(errors) {
 // A small line chart: one polyline per series, scaled to the largest value shown.
 function chartCell(points, lines, label) {
   const width = 160, height = 36, now = Date.now();
+  // the x axis spans the samples kept (up to WINDOW_MS), so a page open for a minute uses the whole chart
+  const span = Math.min(WINDOW_MS, Math.max(now - (history.length ? history[0].t : now), 4 * INTERVAL_MS));
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "chart");
   svg.setAttribute("width", width);
@@ -193,8 +197,8 @@ function chartCell(points, lines, label) {
   for (const p of points) for (const [key] of lines) if (p[key] != null) top = Math.max(top, p[key]);
   for (const [key, cls] of lines) {
     const coords = points.filter((p) => p[key] != null).map((p) => {
-      const x = width - (now - p.t) / WINDOW_MS * width;
-      const y = height - 2 - (top ? p[key] / top : 0) * (height - 12);
+      const x = width - (now - p.t) / span * width;
+      const y = height - 2 - (top ? p[key] / top : 0) * (height - 15);
       return x.toFixed(1) + "," + y.toFixed(1);
     });
     const line = document.createElementNS(SVG, "polyline");
