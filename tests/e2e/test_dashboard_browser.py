@@ -102,12 +102,28 @@ async def wait_for(check: Callable[[], T], what: str, timeout: float = 20.0) -> 
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def route_cells(driver: Any, route: str) -> dict[str, tuple[str, str]]:
-    """``{field: (data-value, text)}`` of one route's row."""
-    from selenium.webdriver.common.by import By
+# The page redraws its tables every refresh: read what it shows in one script, never through
+# element references that the next redraw makes stale.
+READ_PAGE = """
+const rows = (selector, read) => Array.from(document.querySelectorAll(selector), read);
+const fields = (row) => Object.fromEntries(Array.from(row.querySelectorAll('td[data-field]'),
+    (td) => [td.dataset.field, [td.dataset.value ?? null, td.textContent, td.title]]));
+return {
+  routes: Object.fromEntries(rows('#routes tbody tr', (tr) => [tr.dataset.route, {
+    ...fields(tr),
+    lines: Array.from(tr.querySelectorAll('svg.chart polyline'),
+                      (l) => [l.getAttribute('class'), l.getAttribute('points').split(' ').filter(Boolean).length]),
+  }])),
+  targets: rows('#upstreams [data-upstream] tr[data-target]', (tr) => [tr.closest('[data-upstream]').dataset.upstream,
+                                                                      tr.dataset.target, fields(tr)]),
+  errors: rows('#errors tbody tr', (tr) => [tr.dataset.requestId, fields(tr)]),
+  markup: document.querySelectorAll('#errors b, #errors img, #routes b, #routes img').length,
+};
+"""
 
-    cells = driver.find_elements(By.CSS_SELECTOR, f'#routes tr[data-route="{route}"] td[data-field]')
-    return {c.get_attribute("data-field"): (c.get_attribute("data-value"), c.text) for c in cells}
+
+def read_page(driver: Any) -> dict[str, Any]:
+    return driver.execute_script(READ_PAGE)
 
 
 async def expected_from_metrics(http: Fetch, admin: str) -> dict[str, dict[str, Any]]:
@@ -175,43 +191,37 @@ async def test_dashboard_shows_what_the_metrics_say(start_gateway: Any, start_up
     expected = await expected_from_metrics(http, admin)
     assert expected["api"]["requests"] == 4 * 16 + 2 + 1 and expected["reports"]["requests"] == 4 * 3 + 1
 
-    def shown_matches() -> bool:
-        for route in ("api", "reports"):
-            cells, want = route_cells(browser, route), expected[route]
-            if cells.get("requests", ("", ""))[1] != str(want["requests"]):
-                return False
-        return True
+    def caught_up() -> dict[str, Any] | None:
+        page = read_page(browser)
+        routes, errors = page["routes"], page["errors"]
+        done = all(routes.get(r, {}).get("requests", [None, ""])[1] == str(expected[r]["requests"])
+                   for r in ("api", "reports"))
+        return page if done and errors and errors[0][0] == "hostile-path" else None
 
-    await wait_for(shown_matches, "the page to catch up with /-/metrics")
+    page = await wait_for(caught_up, "the page to catch up with /-/metrics")
     for route in ("api", "reports"):
-        cells, want = route_cells(browser, route), expected[route]
-        assert cells["requests"] == (str(want["requests"]), str(want["requests"]))
-        assert cells["errors_4xx"] == (str(want["4xx"]), str(want["4xx"]))
-        assert cells["errors_5xx"] == (str(want["5xx"]), str(want["5xx"]))
+        cells, want = page["routes"][route], expected[route]
+        assert cells["requests"][:2] == [str(want["requests"]), str(want["requests"])]
+        assert cells["errors_4xx"][:2] == [str(want["4xx"]), str(want["4xx"])]
+        assert cells["errors_5xx"][:2] == [str(want["5xx"]), str(want["5xx"])]
         assert float(cells["p50"][0]) == want["p50"] and float(cells["p99"][0]) == want["p99"]
         assert cells["p50"][1] == shown_ms(want["p50"]) and cells["p99"][1] == shown_ms(want["p99"])
-    quiet = route_cells(browser, "quiet")
-    assert (quiet["requests"], quiet["p50"], quiet["p99"]) == (("0", "0"), ("", "–"), ("", "–"))
-    # the charts: one polyline per series, with points once two samples saw traffic
-    lines = browser.find_elements(By.CSS_SELECTOR, '#routes tr[data-route="api"] svg.chart polyline')
-    assert [line.get_attribute("class") for line in lines] == ["rate", "errors", "p50", "p99"]
-    assert len(lines[0].get_attribute("points").split()) >= 2
+        # the charts: one polyline per series, with points once two samples saw traffic
+        assert [name for name, _ in cells["lines"]] == ["rate", "errors", "p50", "p99"]
+        assert min(points for _, points in cells["lines"][:2]) >= 2
+    quiet = page["routes"]["quiet"]
+    assert (quiet["requests"][:2], quiet["p50"][:2], quiet["p99"][:2]) == (["0", "0"], ["", "–"], ["", "–"])
 
-    target = browser.find_element(By.CSS_SELECTOR, '#upstreams [data-upstream="backend"] tr[data-target]')
-    assert target.find_element(By.CSS_SELECTOR, '[data-field="healthy"]').text == "healthy"
-    assert target.find_element(By.CSS_SELECTOR, '[data-field="circuit"]').text == "closed"
-    assert target.find_element(By.CSS_SELECTOR, '[data-field="in_flight"]').text == "0"
+    [(upstream, url, target)] = page["targets"]
+    assert (upstream, url) == ("backend", gateway_target(gateway))
+    assert (target["healthy"][1], target["circuit"][1], target["in_flight"][1]) == ("healthy", "closed", "0")
 
-    def shown_errors() -> list[tuple[str, str, str]]:
-        rows = browser.find_elements(By.CSS_SELECTOR, "#errors tbody tr")
-        return [(r.get_attribute("data-request-id"), r.find_element(By.CSS_SELECTOR, '[data-field="status"]').text,
-                 r.find_element(By.CSS_SELECTOR, '[data-field="route"]').text) for r in rows]
-
-    await wait_for(lambda: shown_errors()[:1] == [("hostile-path", "404", "api")], "the last error")
-    assert [row[0] for row in shown_errors()[1:]] == list(reversed(error_ids))
-    hostile_cell = browser.find_element(By.CSS_SELECTOR, '#errors tr[data-request-id="hostile-path"] td.path')
-    assert hostile_cell.get_attribute("title") == HOSTILE_PATH and hostile_cell.text == HOSTILE_PATH
-    assert browser.find_elements(By.CSS_SELECTOR, "#errors b, #errors img") == []
+    errors = page["errors"]
+    assert [(rid, f["status"][1], f["route"][1]) for rid, f in errors] == [
+        ("hostile-path", "404", "api"),
+        *[(rid, "404" if "404" in rid else "503", rid.split("-")[1]) for rid in reversed(error_ids)]]
+    assert errors[0][1]["path"][1:] == [HOSTILE_PATH, HOSTILE_PATH]  # shown and titled as sent
+    assert page["markup"] == 0
 
     screenshot = tmp_path / "dashboard.png"
     assert await off_loop(lambda: browser.save_screenshot(str(screenshot)))
@@ -221,6 +231,10 @@ async def test_dashboard_shows_what_the_metrics_say(start_gateway: Any, start_up
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     # the two refused fetches (no token, then a wrong one) are the only console errors
     assert all("401" in e["message"] for e in errors), errors
+
+
+def gateway_target(gateway: Any) -> str:
+    return gateway.holder.runtime.pools["backend"].targets[0].url
 
 
 def shown_ms(seconds: float) -> str:
