@@ -8,7 +8,7 @@ const WINDOW_MS = 5 * 60 * 1000; // how far back the charts and the req/s, 5xx %
 const TOKEN_KEY = "gateway.admin.token";
 const SVG = "http://www.w3.org/2000/svg";
 
-const history = []; // [{t: ms, routes: {name: stats}}], oldest first, within WINDOW_MS
+const samples = []; // [{t: ms, routes: {name: stats}}], oldest first, within WINDOW_MS
 let timer = null;
 
 // --- fetching, with the admin token when one is kept ---
@@ -67,20 +67,20 @@ function showToken(needed, message) {
 
 function remember(stats) {
   const now = Date.now();
-  history.push({ t: now, routes: stats.routes });
-  while (history.length > 2 && now - history[0].t > WINDOW_MS) history.shift();
+  samples.push({ t: now, routes: stats.routes });
+  while (samples.length > 2 && now - samples[0].t > WINDOW_MS) samples.shift();
 }
 
 // Per interval between two samples: req/s, 5xx/s, p50 and p99 of the requests in it.
 function series(name) {
   const points = [];
-  for (let i = 1; i < history.length; i++) {
-    const a = history[i - 1].routes[name], b = history[i].routes[name];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1].routes[name], b = samples[i].routes[name];
     if (!a || !b || b.requests < a.requests) continue; // new route, or the gateway restarted
-    const seconds = (history[i].t - history[i - 1].t) / 1000;
+    const seconds = (samples[i].t - samples[i - 1].t) / 1000;
     const buckets = b.buckets.map(([le, count], k) => [le, count - ((a.buckets[k] || [le, 0])[1])]);
     points.push({
-      t: history[i].t,
+      t: samples[i].t,
       rate: (b.requests - a.requests) / seconds,
       errors: (b.errors_5xx - a.errors_5xx) / seconds,
       p50: quantile(0.5, buckets),
@@ -116,9 +116,10 @@ function drawRoutes(routes, stats) {
   const rows = routes.map((route) => {
     const s = stats.routes[route.name] || { requests: 0, errors_4xx: 0, errors_5xx: 0 };
     const points = series(route.name);
-    const first = history.find((h) => h.routes[route.name]);
-    const windowRequests = first ? s.requests - first.routes[route.name].requests : 0;
-    const windowErrors = first ? s.errors_5xx - first.routes[route.name].errors_5xx : 0;
+    const first = samples.find((h) => h.routes[route.name]);
+    // a counter that went down means the gateway restarted: no window until new samples build one
+    const windowRequests = first ? Math.max(0, s.requests - first.routes[route.name].requests) : 0;
+    const windowErrors = windowRequests ? s.errors_5xx - first.routes[route.name].errors_5xx : 0;
     const last = points[points.length - 1];
     const tr = el("tr", { "data-route": route.name });
     tr.append(
@@ -187,7 +188,7 @@ function drawErrors(errors) {
 function chartCell(points, lines, label) {
   const width = 160, height = 36, now = Date.now();
   // the x axis spans the samples kept (up to WINDOW_MS), so a page open for a minute uses the whole chart
-  const span = Math.min(WINDOW_MS, Math.max(now - (history.length ? history[0].t : now), 4 * INTERVAL_MS));
+  const span = Math.min(WINDOW_MS, Math.max(now - (samples.length ? samples[0].t : now), 4 * INTERVAL_MS));
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "chart");
   svg.setAttribute("width", width);
