@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ws bench-cache fuzz schema clean redis-server
+.PHONY: run test lint bench bench-ws bench-cache fuzz schema clean redis-server chromium
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required by the tests" >&2; exit 1; }
 
-test: $(STAMP) redis-server
+# The dashboard's browser test drives a headless chromium through chromium-driver; install them when missing.
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  echo "installing chromium and chromium-driver from Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { echo "chromium and chromedriver are required by the tests" >&2; exit 1; }
+
+test: $(STAMP) redis-server chromium
 	$(PY) -m pytest -q
 
 # The slow tier: compressing a 1 GiB download per encoding with the gateway's RSS watched (make test: 256 MiB).

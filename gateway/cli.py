@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .config import ConfigError, GatewayConfig
 from .loader import load_config
 from .logs import configure_logging
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="An async API gateway on Tornado.")
     parser.add_argument("--demo", action="store_true", help="serve conf/demo.yaml with a bundled echo upstream")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     # None: not given (a default would hide whether `gateway token` was pointed at a file)
     parser.add_argument("-c", "--config", default=None, help=f"config file (default {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command")

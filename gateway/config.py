@@ -51,6 +51,7 @@ class ServerConfig:
 class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 8081  # 0 = an ephemeral port, logged at start
+    token: str | None = None  # when set, every admin data endpoint needs Authorization: Bearer <token>
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,22 @@ def _str(choices: tuple[str, ...] | None = None, nonempty: bool = True) -> Calla
     return parse
 
 
+ADMIN_TOKEN_MIN_BYTES = 32  # as for an HS* secret (SPEC §3): a guessable token guards reload and the config's view
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1: what a Bearer credential may hold
+
+
+def _admin_token(value: Any) -> str:
+    """``admin.token``: a Bearer credential (RFC 6750 b64token) of at least 32 bytes."""
+    token = _str()(value)
+    if not _B64TOKEN.fullmatch(token):
+        raise _Invalid("must be a Bearer token: letters, digits and - . _ ~ + / (then any '='), "
+                       "e.g. the output of `openssl rand -hex 32`")
+    if len(token) < ADMIN_TOKEN_MIN_BYTES:
+        raise _Invalid(f"must be at least {ADMIN_TOKEN_MIN_BYTES} bytes, got {len(token)} "
+                       "(`openssl rand -hex 32` makes one)")
+    return token
+
+
 def _str_list(item: Callable[[Any], str] | None = None) -> Callable[[Any], tuple[str, ...]]:
     item = item or _str()
 
@@ -386,6 +402,7 @@ class _Builder:
     def admin(self, raw: Any, path: str) -> AdminConfig:
         return AdminConfig(**self.fields(raw, path, {
             "host": ("host", _str()), "port": ("port", _int(0, 65535)),
+            "token": ("token", _admin_token),
         }))
 
     def auth(self, raw: Any, path: str) -> AuthConfig:

@@ -191,6 +191,14 @@ class Metrics:
 
     # --- the scrape ---
 
+    def families(self) -> Any:
+        """The metric families a scrape shows (every worker's merged): for ``/-/stats``."""
+        if not self.multiprocess_dir:
+            return self.registry.collect()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return merged.collect()
+
     def exposition(self) -> bytes:
         """The Prometheus text format: this process's registry, or every worker's files merged."""
         if not self.multiprocess_dir:

@@ -30,6 +30,7 @@ from .policies.build import StepBuilder
 from .policies.headers import HeaderRules
 from .policies.ratelimit import LimitKey, RateLimitStore, build_store
 from .policies.route import RouteStep
+from .recent import RecentErrors
 from .routing import RouteTable
 from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
@@ -209,6 +210,7 @@ class RuntimeHolder:
         self.websockets: set[Any] = set()  # relays open now (gateway.http.websocket), closed 1001 after the drain
         self._in_flight = 0
         self._report_in_flight = metrics.set_in_flight
+        self.recent_errors = RecentErrors()  # the last error answers, for /-/errors and the dashboard
 
     @property
     def in_flight(self) -> int:
@@ -224,6 +226,8 @@ class RuntimeHolder:
                     route: str) -> None:
         """Called once per finished request on the main listener: counts it and writes its access-log line."""
         self.metrics.request_done(route, method, status, seconds)
+        if status >= 400:
+            self.recent_errors.record(status, route, method, path, ctx.request_id)
         if self.access_log is not None:
             self.access_log.write(
                 request_id=ctx.request_id, client=ctx.client_ip, method=method, path=path,

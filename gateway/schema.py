@@ -123,6 +123,9 @@ class Admin(_Section):
 
     host: Text = Field(AdminConfig.host, description="address to listen on")
     port: Port = Field(AdminConfig.port, description="TCP port; 0 = an ephemeral port, logged at start")
+    token: Annotated[str, Field(pattern=r"^(?=.{32,}$)[A-Za-z0-9\-._~+/]+=*$")] | EnvRef | None = Field(
+        AdminConfig.token, description="when set, every admin data endpoint needs Authorization: Bearer <token>; "
+                                       "at least 32 bytes (e.g. `openssl rand -hex 32`)")
 
 
 class Jwt(_Section):

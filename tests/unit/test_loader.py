@@ -553,3 +553,38 @@ def test_compression_global_and_per_route(text: str, global_section: Compression
     config = parse_config(top + UPSTREAM + f"routes: [{{name: a, path: /a, upstream: orders{extra}}}]\n")
     assert config.compression == global_section
     assert config.routes[0].compression == route_setting
+
+
+ADMIN_TOKEN = "0123456789abcdef0123456789abcdef"  # 32 bytes: the shortest admin.token accepted
+TOKEN_RULE = ("must be a Bearer token: letters, digits and - . _ ~ + / (then any '='), "
+              "e.g. the output of `openssl rand -hex 32`")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (ADMIN_TOKEN[:-1], ["admin.token: must be at least 32 bytes, got 31 (`openssl rand -hex 32` makes one)"]),
+    ("'" + ADMIN_TOKEN[:31] + "='", []),  # the padding counts: 32 bytes in all
+    ("''", ["admin.token: must not be empty"]),
+    ("12345", ["admin.token: expected a string, got an integer"]),
+    ("'" + ADMIN_TOKEN + " x'", [f"admin.token: {TOKEN_RULE}"]),
+    ("'" + ADMIN_TOKEN + "\\t'", [f"admin.token: {TOKEN_RULE}"]),
+    ('"' + ADMIN_TOKEN + '\\u00e9"', [f"admin.token: {TOKEN_RULE}"]),
+    ("'=" + ADMIN_TOKEN + "'", [f"admin.token: {TOKEN_RULE}"]),
+    ("[" + ADMIN_TOKEN + "]", ["admin.token: expected a string, got a list"]),
+])
+def test_admin_token_is_refused_unless_a_long_bearer_credential(value: str, expected: list[str]) -> None:
+    text = f"admin:\n  token: {value}\n"
+    if not expected:
+        assert parse_config(text).admin.token == value.strip("'")
+    else:
+        assert problems(text) == expected
+
+
+@pytest.mark.parametrize("text, environ, expected", [
+    ("admin: {}\n", {}, None),
+    (f"admin: {{token: {ADMIN_TOKEN}}}\n", {}, ADMIN_TOKEN),
+    (f"admin: {{token: '{ADMIN_TOKEN}=='}}\n", {}, ADMIN_TOKEN + "=="),
+    ("admin: {token: '${GW_TEST_ADMIN_TOKEN}'}\n", {"GW_TEST_ADMIN_TOKEN": ADMIN_TOKEN}, ADMIN_TOKEN),
+    ("admin: {token: '${GW_TEST_ADMIN_TOKEN}'}\n", {"GW_TEST_ADMIN_TOKEN": "1" * 40}, "1" * 40),
+])
+def test_admin_token_default_and_value(text: str, environ: dict[str, str], expected: str | None) -> None:
+    assert parse_config(text, environ=environ).admin.token == expected
