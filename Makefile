@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz schema clean redis-server
+.PHONY: run test lint bench fuzz schema clean redis-server soak
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Soak and chaos (bench/soak.py): load at 80 % of the measured max, faults on a schedule, pass criteria.
+SOAK_SECONDS ?= 600
+soak: $(STAMP) redis-server
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py
 
 # The property/fuzz tier at length: randomized, FUZZ_EXAMPLES examples per target (make test runs 200, derandomized).
 FUZZ_EXAMPLES ?= 5000
