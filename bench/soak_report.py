@@ -135,7 +135,8 @@ def evaluate(run: Run) -> list[Verdict]:
             outside_other.append((round(sent - run.t0, 2), kind, outcome, rid))
     hostile_5xx = [f"{case}: {o} x{n}" for case, outs in run.hostile.get("malformed", {}).items()
                    for o, n in outs.items() if o.startswith("5")]
-    dup = {k: v for k, v in run.post_records.items() if len(v) > 1 and not k.startswith("cal-")}
+    # Only the measured POSTs: calibration's ids start with "cal-", the hostile clients' POSTs have none ("-").
+    dup = {k: v for k, v in run.post_records.items() if len(v) > 1 and k.startswith("soak-")}
     posts = {k: v for k, v in load["post_ids"].items()}
     unrecorded = [k for k, o in posts.items() if o == "200" and len(run.post_records.get(k, [])) != 1]
 
@@ -233,7 +234,7 @@ def table(run: Run, verdicts: list[Verdict], argv: list[str]) -> str:
     lines += [
         f"| outcomes | {_fmt_counts(by_outcome)} |",
         f"| POSTs sent / recorded twice | {len(load['post_ids']):,} / "
-        f"{sum(1 for k, t in run.post_records.items() if len(t) > 1 and not k.startswith('cal-'))} |",
+        f"{sum(1 for k, t in run.post_records.items() if len(t) > 1 and k.startswith('soak-'))} |",
         f"| gateway RSS first / peak / last sample | {run.samples[0].rss_mib:.1f} / "
         f"{max(s.rss_mib for s in run.samples):.1f} / {run.samples[-1].rss_mib:.1f} MiB |",
         f"| gateway fds baseline / peak / end | {sum(run.baseline_fds.values())} / "
