@@ -306,7 +306,7 @@ def plot(run: Run, path: Path) -> str | None:
     ax[1].plot(t, [row[3] for row in per_s], lw=0.8, label="p50")
     ax[1].plot(t, [row[4] for row in per_s], lw=0.8, label="p99")
     ax[1].set_yscale("log")
-    ax[1].set_ylabel("latency ms (all answers)")
+    ax[1].set_ylabel("latency ms\n(slow readers left out)")
     st = [s.t for s in run.samples]
     ax[2].plot(st, [s.rss_mib for s in run.samples], lw=0.9, color="tab:purple", label="gateway RSS")
     ax[2].set_ylabel("RSS MiB")
