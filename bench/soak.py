@@ -466,6 +466,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &`)
     from soak_report import evaluate, write_report
 
     run = Run(seconds=a.seconds, started=dt.datetime.now(), share=a.share)
