@@ -357,7 +357,7 @@ def write_report(run: Run, verdicts: list[Verdict], results: Path, argv: list[st
     (results / f"{stamp}.txt").write_text(text + "\n")
     why = plot(run, results / f"{stamp}.png")
     data: dict[str, Any] = {
-        "seconds": run.seconds, "rate": run.rate, "calibration": run.calibration, "ports": run.ports,
+        "t0": run.t0, "seconds": run.seconds, "rate": run.rate, "share": run.share, "calibration": run.calibration, "ports": run.ports,
         "machine": run.machine, "loadavg": run.loadavg,
         "events": [[round(at - run.t0, 2), e.action, e.arg, e.label] for at, e in run.events],
         "windows": [[round(w.start - run.t0, 2), round(w.end - run.t0, 2), w.name, w.hits]
