@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-ws bench-cache fuzz schema clean redis-server chromium
+.PHONY: run test lint bench bench-ws bench-cache fuzz schema clean redis-server chromium soak
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-ws: $(STAMP)
 # req/s of a cached route beside the same route uncached and the backend direct (bounded: ~90 s).
 bench-cache: $(STAMP)
 	$(PY) bench/cache_bench.py
+
+# Soak and chaos (bench/soak.py): load at 80 % of the measured max, faults on a schedule, pass criteria.
+SOAK_SECONDS ?= 600
+soak: $(STAMP) redis-server
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py
 
 # The property/fuzz tier at length: randomized, FUZZ_EXAMPLES examples per target (make test runs 200, derandomized).
 FUZZ_EXAMPLES ?= 5000
