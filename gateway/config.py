@@ -217,6 +217,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """``tracing:`` (SPEC §9): spans exported over OTLP/HTTP (protobuf) in batches."""
+
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
+    service_name: str = "gateway"
+    sample_ratio: float = 1.0  # share of new traces recorded; a caller's sampled flag is followed
+    max_queue_spans: int = 2048  # finished spans waiting for export; more are dropped and counted
+    max_batch_spans: int = 512  # spans per export request
+    export_interval_seconds: float = 5.0  # a partial batch waits at most this long
+    export_timeout_seconds: float = 10.0  # one export request (connect and answer)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
@@ -229,3 +242,4 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from
+    tracing: TracingConfig | None = None  # None: no span is ever made
