@@ -95,6 +95,12 @@ class Metrics:
         self.plugin_duration = Histogram(
             "gateway_plugin_duration_seconds", "Time spent in a plugin's on_request and on_response, by plugin.",
             ("plugin",), buckets=PLUGIN_BUCKETS, registry=registry)
+        self.spans_dropped_total = Counter(
+            "gateway_spans_dropped_total",
+            "Trace spans not exported, by reason (queue_full | export_failed | rejected | shutdown).",
+            ("reason",), registry=registry)
+        self.spans_exported_total = Counter(
+            "gateway_spans_exported_total", "Trace spans the collector accepted.", registry=registry)
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._plugins: dict[str, Any] = {}
         self._durations: dict[str, Any] = {}
@@ -164,6 +170,13 @@ class Metrics:
 
     def jwks_refreshed(self, result: str) -> None:
         self.jwks_refresh.labels(result).inc()
+
+    def spans_dropped(self, reason: str, count: int) -> None:
+        """``count`` finished spans were not exported (gateway.tracing.export)."""
+        self.spans_dropped_total.labels(reason).inc(count)
+
+    def spans_exported(self, count: int) -> None:
+        self.spans_exported_total.inc(count)
 
     # --- the scrape ---
 

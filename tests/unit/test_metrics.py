@@ -31,6 +31,7 @@ def test_the_spec_metric_families_are_exposed() -> None:
         "gateway_requests", "gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
         "gateway_in_flight_requests", "gateway_target_healthy", "gateway_circuit_open", "gateway_retries",
         "gateway_rate_limited", "gateway_jwks_refresh", "gateway_rate_limit_fail_open", "gateway_plugin_duration_seconds",
+        "gateway_spans_dropped", "gateway_spans_exported",
     }
 
 
@@ -116,3 +117,15 @@ def test_client_chosen_methods_share_one_cached_child() -> None:
         metrics.request_done("", f"BREW{i}", 405, 0.001)
     assert len(metrics._requests) == 1
     assert samples(metrics)[("gateway_requests_total", (("method", "OTHER"), ("route", ""), ("status", "405")))] == 50
+
+
+def test_span_drops_and_exports_are_counted_by_reason() -> None:
+    metrics = Metrics()
+    metrics.spans_dropped("queue_full", 3)
+    metrics.spans_dropped("queue_full", 2)
+    metrics.spans_dropped("export_failed", 512)
+    metrics.spans_exported(7)
+    got = samples(metrics)
+    assert got[("gateway_spans_dropped_total", (("reason", "queue_full"),))] == 5
+    assert got[("gateway_spans_dropped_total", (("reason", "export_failed"),))] == 512
+    assert got[("gateway_spans_exported_total", ())] == 7
