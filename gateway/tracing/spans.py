@@ -72,7 +72,7 @@ __all__ = ["Tracing", "RequestTrace", "parse_traceparent", "format_traceparent"]
 
 Fetch = Callable[["GatewayRequest"], Awaitable["GatewayResponse"]]
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ERROR = Status(StatusCode.ERROR)
 
 
@@ -81,7 +81,7 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     invalid (another version, upper-case hex, an all-zero id, two header lines joined by a comma)."""
     if not value:
         return None
-    m = _TRACEPARENT.match(value)
+    m = _TRACEPARENT.fullmatch(value)  # fullmatch: "$" would let a trailing newline through
     if m is None:
         return None
     trace_id, span_id = int(m.group(1), 16), int(m.group(2), 16)

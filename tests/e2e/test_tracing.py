@@ -7,10 +7,12 @@ The receiver decodes the ``ExportTraceServiceRequest`` protobufs the gateway pos
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -18,8 +20,9 @@ import pytest
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
+from tests.conftest import DEFAULT_SERVER
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.raw import exchange
+from tests.support.raw import exchange, parse
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = "00f067aa0ba902b7"
@@ -354,3 +357,61 @@ def test_a_config_without_tracing_does_not_load_opentelemetry() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_traced_keep_alive_requests_leave_no_cyclic_garbage(start_upstream, start_gateway, collector) -> None:
+    """Spans, their contexts and the tries' fetch wrappers are freed by reference counting, like
+    the rest of a request (tests/e2e/test_handler.py)."""
+    upstream = start_upstream(recording_app())
+    receiver, endpoint = collector()
+    gw = await start_gateway(tracing_config(upstream.url, endpoint, interval=60))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+
+    async def one() -> None:
+        writer.write(f"GET /api HTTP/1.1\r\nHost: gw\r\ntraceparent: 00-{CALLER_TRACE}-{CALLER_PARENT}-01\r\n\r\n"
+                     .encode())
+        _, headers, _ = parse(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+        await reader.readexactly(int(headers["content-length"]))
+
+    try:
+        for _ in range(3):
+            await one()
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(20):
+                await one()
+            await asyncio.sleep(0.05)
+            gc.collect()
+            garbage = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert garbage == []
+    assert len(gw.holder.runtime.tracing.exporter.queue) == 46  # 23 requests, 2 spans each, none exported yet
+
+
+async def test_a_reload_keeps_an_unchanged_tracer_and_flushes_a_replaced_one(start_upstream, start_gateway, http,
+                                                                             collector, tmp_path) -> None:
+    upstream = start_upstream(recording_app())
+    receiver, endpoint = collector()
+    text = DEFAULT_SERVER + textwrap.dedent(tracing_config(upstream.url, endpoint, interval=60))
+    gw = await start_gateway(text)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    first = gw.holder.runtime.tracing
+    assert (await http(gw.url + "/api")).code == 200
+    await gw.reload(str(path))
+    assert gw.holder.runtime.tracing is first and receiver.spans == []  # kept, its queue too
+    path.write_text(text.replace("service_name: edge", "service_name: edge2"))
+    await gw.reload(str(path))
+    assert gw.holder.runtime.tracing is not first
+    assert [s.resource["service.name"] for s in receiver.spans] == ["edge", "edge"]  # the old one flushed
+    assert (await http(gw.url + "/api")).code == 200
+    await gw.shutdown()
+    assert [s.resource["service.name"] for s in receiver.spans] == ["edge", "edge", "edge2", "edge2"]
