@@ -22,6 +22,8 @@ outgoing call goes through it). Here everything happens on the loop:
   stays bounded. Its state changes are logged once each (warning when failing, info when back).
 - :meth:`close` (shutdown, or a reload that changed ``tracing``) sends what is queued within
   ``export_timeout_seconds``; what is still left then is dropped and counted (``shutdown``).
+  Requests admitted before a reload keep their runtime, and so this exporter: their spans,
+  ending after it closed, are sent one ``export_interval_seconds`` later.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class LoopExporter(SpanProcessor):
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = False
+        self._late: asyncio.Future[None] | None = None
         self._failing = False  # the last export failed: logged once until one succeeds again
 
     # --- SpanProcessor: called by the SDK, on the loop, from span.end() ---
@@ -83,11 +87,14 @@ class LoopExporter(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self.queue
-        if len(queue) >= self.max_queue or self._closing:
-            self._on_dropped("queue_full" if not self._closing else "shutdown", 1)
+        if len(queue) >= self.max_queue:
+            self._on_dropped("queue_full", 1)
             return
         queue.append(span)
-        if len(queue) == self.max_batch and self._wake is not None:
+        if self._closed:
+            if self._late is None:  # a request admitted before a reload replaced this exporter
+                self._late = asyncio.ensure_future(self._export_late())
+        elif len(queue) == self.max_batch and self._wake is not None:
             self._wake.set()
 
     def shutdown(self) -> None:
@@ -117,9 +124,20 @@ class LoopExporter(SpanProcessor):
                 await asyncio.wait((task,))
             elif not task.cancelled() and task.exception() is not None:
                 log.warning("span export task failed", exc_info=task.exception())
+        self._closed = True
         if self.queue:
             self._on_dropped("shutdown", len(self.queue))
             self.queue.clear()
+
+    async def _export_late(self) -> None:
+        """Spans that ended after :meth:`close`: those of requests still in flight when a reload
+        replaced this exporter (they keep their runtime). Sent one interval later, in one go."""
+        try:
+            await asyncio.sleep(self.interval_seconds)
+            while self.queue:
+                await self.export(self._take())
+        finally:
+            self._late = None
 
     async def _run(self) -> None:
         wake = self._wake

@@ -415,3 +415,21 @@ async def test_a_reload_keeps_an_unchanged_tracer_and_flushes_a_replaced_one(sta
     assert (await http(gw.url + "/api")).code == 200
     await gw.shutdown()
     assert [s.resource["service.name"] for s in receiver.spans] == ["edge", "edge", "edge2", "edge2"]
+
+
+async def test_a_request_in_flight_across_a_reload_still_exports_its_spans(start_upstream, start_gateway, http,
+                                                                           collector, tmp_path) -> None:
+    """It keeps the runtime it was admitted with, and so the replaced tracer: its spans go out after all."""
+    upstream = start_upstream(recording_app(delay=0.3))
+    receiver, endpoint = collector()
+    text = DEFAULT_SERVER + textwrap.dedent(tracing_config(upstream.url, endpoint))
+    gw = await start_gateway(text)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text.replace("service_name: edge", "service_name: edge2"))
+    in_flight = asyncio.ensure_future(http(gw.url + "/api"))
+    await asyncio.sleep(0.1)
+    await gw.reload(str(path))
+    assert (await in_flight).code == 200
+    spans = await receiver.wait_for(2)
+    assert sorted((s.kind, s.resource["service.name"]) for s in spans) == [("client", "edge"), ("server", "edge")]
+    assert metric(gw, 'gateway_spans_dropped_total{reason="shutdown"}') == 0
