@@ -75,6 +75,15 @@ def metric(server: Any, sample: str) -> float:
     return 0.0
 
 
+async def settled(server: Any, sample: str, expected: float, timeout: float = 3.0) -> float:
+    """The metric once it reads ``expected`` (the collector's answer reaches the gateway after the
+    collector has the spans), or its value after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while metric(server, sample) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return metric(server, sample)
+
+
 @pytest.fixture
 def collector(start_upstream: Any) -> Any:
     def start(**kwargs: Any) -> tuple[OtlpReceiver, str]:
@@ -115,7 +124,7 @@ async def test_server_span_continues_the_callers_trace_and_the_upstream_gets_the
     seen = upstream.app.settings["seen"]
     assert seen == [{"traceparent": [traceparent_of(client)], "tracestate": "vendor=opaque,other=1"}]
     assert receiver.requests == ["application/x-protobuf"]
-    assert metric(gw, "gateway_spans_exported_total") == 2
+    assert await settled(gw, "gateway_spans_exported_total", 2) == 2
 
 
 async def test_a_retried_request_has_a_client_span_per_try_with_its_resend_count(
@@ -262,7 +271,7 @@ async def test_sample_ratio_zero_exports_nothing_but_follows_a_sampled_caller(st
     assert (await http(gw.url + "/api", headers={"traceparent": sampled})).code == 200
     spans = await receiver.wait_for(2)
     assert {(s.kind, s.trace_id) for s in spans} == {("server", CALLER_TRACE), ("client", CALLER_TRACE)}
-    assert metric(gw, "gateway_spans_exported_total") == 2
+    assert await settled(gw, "gateway_spans_exported_total", 2) == 2
 
 
 async def test_a_collector_that_is_down_costs_requests_nothing_and_drops_are_counted(
@@ -275,8 +284,7 @@ async def test_a_collector_that_is_down_costs_requests_nothing_and_drops_are_cou
         started = time.perf_counter()
         assert (await http(gw.url + "/api")).code == 200
         assert time.perf_counter() - started < 0.5
-    await asyncio.sleep(0.3)
-    assert metric(gw, 'gateway_spans_dropped_total{reason="export_failed"}') == 20
+    assert await settled(gw, 'gateway_spans_dropped_total{reason="export_failed"}', 20) == 20
     assert metric(gw, "gateway_spans_exported_total") == 0
 
 
@@ -286,14 +294,17 @@ async def test_a_slow_collector_costs_requests_nothing_and_the_queue_stays_bound
     receiver, endpoint = collector(delay=3.0)
     gw = await start_gateway(tracing_config(
         upstream.url, endpoint,
-        tracing=", max_queue_spans: 4, max_batch_spans: 4, export_timeout_seconds: 0.5", interval=30))
+        tracing=", max_queue_spans: 4, max_batch_spans: 4, export_timeout_seconds: 1", interval=30))
     for _ in range(10):  # 20 spans: 4 go out at once (a full batch), 4 wait, 12 are dropped
         started = time.perf_counter()
         assert (await http(gw.url + "/api")).code == 200
-        assert time.perf_counter() - started < 0.25  # the export hanging on the collector holds no request
+        assert time.perf_counter() - started < 0.5  # the export hanging on the collector (1 s) holds no request
     assert metric(gw, 'gateway_spans_dropped_total{reason="queue_full"}') == 12
-    await asyncio.sleep(0.7)  # the hanging export times out: its batch is dropped; the next one is on its way
-    assert metric(gw, 'gateway_spans_dropped_total{reason="export_failed"}') == 4
+    # the hanging export times out (1 s): its batch is dropped; the next one is on its way
+    assert await settled(gw, 'gateway_spans_dropped_total{reason="export_failed"}', 4) == 4
+    deadline = time.monotonic() + 2
+    while len(receiver.requests) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     assert len(receiver.requests) == 2
 
 
@@ -303,14 +314,12 @@ async def test_a_collector_that_refuses_or_rejects_is_counted(start_upstream, st
     receiver, endpoint = collector(status=400)
     gw = await start_gateway(tracing_config(upstream.url, endpoint))
     assert (await http(gw.url + "/api")).code == 200
-    await asyncio.sleep(0.3)
-    assert metric(gw, 'gateway_spans_dropped_total{reason="export_failed"}') == 2
+    assert await settled(gw, 'gateway_spans_dropped_total{reason="export_failed"}', 2) == 2
     receiver.status, receiver.rejected = 200, 1
     assert (await http(gw.url + "/api")).code == 200
     await receiver.wait_for(2)
-    await asyncio.sleep(0.05)
-    assert metric(gw, 'gateway_spans_dropped_total{reason="rejected"}') == 1
-    assert metric(gw, "gateway_spans_exported_total") == 1
+    assert await settled(gw, 'gateway_spans_dropped_total{reason="rejected"}', 1) == 1
+    assert await settled(gw, "gateway_spans_exported_total", 1) == 1
 
 
 async def test_shutdown_flushes_what_is_queued(start_upstream, start_gateway, http, collector) -> None:
