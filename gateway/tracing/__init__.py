@@ -5,7 +5,7 @@
   :class:`RequestTrace` (its server span) and one client span per upstream try.
 - :mod:`gateway.tracing.export`: :class:`LoopExporter`, the span processor that queues
   finished spans (bounded) and ships them in batches with the gateway's own
-  ``AsyncHTTPClient``, on the loop.
+  ``AsyncHTTPClient``, on the loop; :mod:`gateway.tracing.wire` writes the OTLP protobuf bytes.
 
 A config without ``tracing`` builds none of this: ``Runtime.tracing`` is None and a request
 makes no span object and no tracer call.

@@ -11,10 +11,10 @@ outgoing call goes through it). Here everything happens on the loop:
 - One export task wakes every ``export_interval_seconds``, or as soon as a full batch
   (``max_batch_spans``) is waiting, and sends what is queued in batches, one request at a time,
   with ``AsyncHTTPClient().fetch`` (``export_timeout_seconds`` for connect and answer). A
-  batch is encoded with the OTLP exporter's own encoder (``encode_spans``) in chunks of
-  :data:`ENCODE_CHUNK` spans, yielding to the loop between chunks, so encoding never holds
-  the loop for long; the chunks' serialized ``ExportTraceServiceRequest`` messages are joined
-  (protobuf concatenation appends their repeated ``resource_spans``).
+  batch is encoded (:mod:`gateway.tracing.wire`, held to the OTLP exporter's ``encode_spans``
+  by a test) in chunks of :data:`ENCODE_CHUNK` spans, yielding to the loop between chunks, so
+  encoding never holds the loop for long; the chunks' serialized ``ExportTraceServiceRequest``
+  messages are joined (protobuf concatenation appends their repeated ``resource_spans``).
 - A batch the collector refuses (a non-2xx answer), cannot take (down, reset) or does not
   answer in time is dropped and counted (``export_failed``); spans the collector reports as
   rejected in a partial success are counted too (``rejected``). Nothing is retried: while a
@@ -36,7 +36,6 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -44,6 +43,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from ..config import TracingConfig
 from ..errors import GatewayError
 from ..upstream.client import ResponseInterrupted
+from .wire import encode_request
 
 __all__ = ["LoopExporter", "ENCODE_CHUNK", "DropReason"]
 
@@ -195,7 +195,7 @@ async def encode(spans: Sequence[ReadableSpan]) -> bytes:
     for start in range(0, len(spans), ENCODE_CHUNK):
         if start:
             await asyncio.sleep(0)
-        parts.append(encode_spans(spans[start:start + ENCODE_CHUNK]).SerializeToString())
+        parts.append(encode_request(spans[start:start + ENCODE_CHUNK]))
     return b"".join(parts)
 
 

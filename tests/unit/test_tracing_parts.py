@@ -5,13 +5,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from gateway.config import TracingConfig
 from gateway.errors import BadGateway, UpstreamConnectError, UpstreamTimeout
 from gateway.tracing import Tracing, parse_traceparent
 from gateway.tracing.export import ENCODE_CHUNK, LoopExporter, encode
 from gateway.tracing.spans import _error_type, _with_traceparent, format_traceparent
+from gateway.tracing.wire import encode_request
 from gateway.upstream.client import ResponseInterrupted
 from tests.support.otlp import decode
 
@@ -114,3 +125,33 @@ def test_the_queue_is_bounded_and_drops_are_reported() -> None:
 def test_sample_ratio_zero_records_no_new_trace() -> None:
     tracing, spans = _spans(50, TracingConfig(sample_ratio=0.0))
     assert spans == []
+
+
+def _varied_spans() -> list:
+    tracing = Tracing(TracingConfig(service_name="edge"))
+    tracer = tracing.tracer
+    remote = set_span_in_context(NonRecordingSpan(parse_traceparent(f"00-{TRACE}-{PARENT}-01")))  # type: ignore[arg-type]
+    server = tracer.start_span("GET /api", context=remote, kind=SpanKind.SERVER, attributes={
+        "text": "x", "unicode": "ü→", "long": "y" * 300, "zero": 0, "small": 127, "port": 9000, "big": 2**62,
+        "negative": -5, "float": 0.5, "true": True, "false": False, "empty": ""})
+    client = tracer.start_span("GET", context=set_span_in_context(server), kind=SpanKind.CLIENT,
+                               attributes={"http.request.resend_count": 1})
+    client.set_status(Status(StatusCode.ERROR))
+    client.end()
+    server.set_status(Status(StatusCode.ERROR, "a description"))
+    server.end()
+    ok = tracer.start_span("root", kind=SpanKind.INTERNAL)
+    ok.set_status(Status(StatusCode.OK))
+    ok.end()
+    tracer.start_span("bare", kind=SpanKind.PRODUCER).end()
+    listed = tracer.start_span("listed", kind=SpanKind.CONSUMER, attributes={"list": ["a", "b"]})  # the fallback
+    listed.add_event("event", {"k": 1})
+    listed.end()
+    return list(tracing.exporter.queue)
+
+
+@pytest.mark.parametrize("pick", [slice(0, 4), slice(0, 5), slice(2, 3), slice(0, 0)],
+                         ids=["gateway spans", "with a span it hands over", "one root span", "none"])
+def test_the_wire_encoder_writes_what_the_otlp_encoder_does(pick: slice) -> None:
+    spans = _varied_spans()[pick]
+    assert ExportTraceServiceRequest.FromString(encode_request(spans)) == encode_spans(spans)
