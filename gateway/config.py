@@ -267,6 +267,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """``tracing:`` (SPEC §9): spans exported over OTLP/HTTP (protobuf) in batches."""
+
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
+    service_name: str = "gateway"
+    sample_ratio: float = 1.0  # share of new traces recorded; a caller's sampled flag is followed
+    max_queue_spans: int = 2048  # finished spans waiting for export; more are dropped and counted
+    max_batch_spans: int = 512  # spans per export request
+    export_interval_seconds: float = 5.0  # a partial batch waits at most this long
+    export_timeout_seconds: float = 10.0  # one export request (connect and answer)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
@@ -282,3 +295,4 @@ class GatewayConfig:
     cache_store: str = "memory"  # memory | redis://host:port/db (shared by every instance)
     cache_max_bytes: int = 64 * 1024 * 1024  # the memory store's bound (LRU)
     compression: CompressionConfig | None = None  # off unless given
+    tracing: TracingConfig | None = None  # None: no span is ever made

@@ -44,6 +44,7 @@ from .config import (
     ServerConfig,
     ServerTls,
     TargetConfig,
+    TracingConfig,
     UpstreamConfig,
     UpstreamTls,
 )
@@ -237,6 +238,29 @@ def _auth_method(value: Any) -> str:
     return _str(("jwt", "api_key"))(value)
 
 
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"expected a number from 0 to 1, got {_kind(value)}")
+    if not 0 <= value <= 1:
+        raise _Invalid(f"must be from 0 to 1, got {value}")
+    return float(value)
+
+
+def _otlp_endpoint(value: Any) -> str:
+    """An OTLP/HTTP traces URL; one without a path gets the standard ``/v1/traces``."""
+    value = _str()(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Invalid(f"'{value}' is not an http(s) URL")
+    if parts.username is not None or parts.fragment:
+        raise _Invalid(f"'{value}' must not hold user info or a fragment")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise _Invalid(f"'{value}' has an invalid port") from None
+    return value if parts.path not in ("", "/") else value.rstrip("/") + "/v1/traces"
+
+
 FieldTable = Mapping[str, tuple[str, Callable[[Any], Any]]]
 
 
@@ -310,6 +334,7 @@ class _Builder:
             "cache_store": ("cache_store", self.cache_store),
             "cache_max_bytes": ("cache_max_bytes", _int(1024)),
             "compression": ("compression", self.section(self.compression, "compression")),
+            "tracing": ("tracing", self.section(self.tracing, "tracing")),
         })
         auth: AuthConfig = top.get("auth") or AuthConfig()
         upstreams: dict[str, UpstreamConfig] = top.get("upstreams") or {}
@@ -698,6 +723,25 @@ class _Builder:
             "format": ("format", _str(("json", "text"))),
             "access_log": ("access_log", _bool),
         }))
+
+    def tracing(self, raw: Any, path: str) -> TracingConfig | None:
+        """``tracing:`` (SPEC §9). An empty section (``tracing: {}``) turns tracing on with the
+        defaults; an absent one leaves it off."""
+        if raw is None:
+            return None
+        kw = self.fields(raw, path, {
+            "otlp_endpoint": ("otlp_endpoint", _otlp_endpoint),
+            "service_name": ("service_name", _str()),
+            "sample_ratio": ("sample_ratio", _ratio),
+            "max_queue_spans": ("max_queue_spans", _int(1, 1_000_000)),
+            "max_batch_spans": ("max_batch_spans", _int(1, 100_000)),
+            "export_interval_seconds": ("export_interval_seconds", _seconds()),
+            "export_timeout_seconds": ("export_timeout_seconds", _seconds()),
+        })
+        queue = kw.get("max_queue_spans", TracingConfig.max_queue_spans)
+        if kw.get("max_batch_spans", TracingConfig.max_batch_spans) > queue:
+            self.problems.add(join_path(path, "max_batch_spans"), f"must be at most max_queue_spans ({queue})")
+        return TracingConfig(**kw)
 
     def header_rules(self, raw: Any, path: str) -> HeaderRules:
         kw = self.fields(raw, path, {

@@ -104,6 +104,12 @@ class Metrics:
         self.cache = Counter(
             "gateway_cache_total", "Requests on cache routes, by route and result (hit | miss | bypass | unavailable).",
             ("route", "result"), registry=registry)
+        self.spans_dropped_total = Counter(
+            "gateway_spans_dropped_total",
+            "Trace spans not exported, by reason (queue_full | export_failed | rejected | shutdown).",
+            ("reason",), registry=registry)
+        self.spans_exported_total = Counter(
+            "gateway_spans_exported_total", "Trace spans the collector accepted.", registry=registry)
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._plugins: dict[str, Any] = {}
         self._durations: dict[str, Any] = {}
@@ -188,6 +194,13 @@ class Metrics:
 
     def jwks_refreshed(self, result: str) -> None:
         self.jwks_refresh.labels(result).inc()
+
+    def spans_dropped(self, reason: str, count: int) -> None:
+        """``count`` finished spans were not exported (gateway.tracing.export)."""
+        self.spans_dropped_total.labels(reason).inc(count)
+
+    def spans_exported(self, count: int) -> None:
+        self.spans_exported_total.inc(count)
 
     # --- the scrape ---
 

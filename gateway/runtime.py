@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .accesslog import AccessLog
     from .context import RequestContext
     from .metrics import Metrics
+    from .tracing import Tracing
 
 __all__ = ["Runtime", "RuntimeHolder", "RoutePlan"]
 
@@ -151,6 +152,18 @@ class Runtime:
             if previous is not None and (previous.config.cache_store, previous.config.cache_max_bytes)
             == (config.cache_store, config.cache_max_bytes) else None
         )
+        # Tracing (SPEC §9): None without a tracing section, so a request makes no span and no tracer
+        # call. A reload that keeps the section keeps the tracer and its queue of unexported spans.
+        self.tracing: Tracing | None = None
+        if config.tracing is not None:
+            if previous is not None and previous.tracing is not None and previous.config.tracing == config.tracing:
+                self.tracing = previous.tracing
+            else:
+                from .tracing import Tracing  # imported only when used: OpenTelemetry is not loaded otherwise
+
+                self.tracing = Tracing(config.tracing,
+                                       on_dropped=metrics.spans_dropped if metrics is not None else None,
+                                       on_exported=metrics.spans_exported if metrics is not None else None)
 
     async def start(self) -> None:
         """Build the rate-limit store; start background work: health checks and key refresh."""
@@ -169,6 +182,8 @@ class Runtime:
             await pool.start()
         if self.authenticator is not None:
             await self.authenticator.start()
+        if self.tracing is not None:
+            self.tracing.start()
 
     async def stop(self, successor: Runtime | None = None) -> None:
         """Stop background work, leaving alone the pools ``successor`` took over."""
@@ -182,6 +197,8 @@ class Runtime:
             await self.rate_limits.close()
         if self.cache_store is not None and (successor is None or successor.cache_store is not self.cache_store):
             await self.cache_store.close()
+        if self.tracing is not None and (successor is None or successor.tracing is not self.tracing):
+            await self.tracing.close()  # what is queued is exported (within export_timeout_seconds)
 
     def ready(self) -> bool:
         """Config loaded and every upstream has a healthy target."""

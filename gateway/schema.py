@@ -43,6 +43,7 @@ from .config import (
     RetryConfig,
     RouteConfig,
     ServerConfig,
+    TracingConfig,
     UpstreamConfig,
 )
 from .tables import JWT_ALGORITHMS, PROXIED_METHODS
@@ -338,6 +339,25 @@ class Logging(_Section):
     access_log: Bool = LoggingConfig.access_log
 
 
+class Tracing(_Section):
+    """OpenTelemetry spans (a server span per request, a client span per upstream try), exported in
+    batches over OTLP/HTTP (protobuf). Absent: no span is made."""
+
+    otlp_endpoint: HttpUrl = Field(TracingConfig.otlp_endpoint,
+                                   description="the collector's OTLP/HTTP traces URL; no path: /v1/traces")
+    service_name: Text = Field(TracingConfig.service_name, description="the service.name resource attribute")
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] | EnvRef = Field(
+        TracingConfig.sample_ratio, description="share of new traces recorded (a caller's sampled flag is followed)")
+    max_queue_spans: Annotated[int, Field(ge=1, le=1_000_000)] | EnvRef = Field(
+        TracingConfig.max_queue_spans, description="finished spans waiting for export; beyond: dropped and counted")
+    max_batch_spans: Annotated[int, Field(ge=1, le=100_000)] | EnvRef = Field(
+        TracingConfig.max_batch_spans, description="spans per export request (at most max_queue_spans)")
+    export_interval_seconds: Seconds = Field(TracingConfig.export_interval_seconds,
+                                             description="a partial batch waits at most this long, seconds")
+    export_timeout_seconds: Seconds = Field(TracingConfig.export_timeout_seconds,
+                                            description="one export request, connect and answer, seconds")
+
+
 class ConfigFile(_Section):
     """The gateway's configuration file (SPEC §3)."""
 
@@ -360,6 +380,7 @@ class ConfigFile(_Section):
         GatewayConfig.cache_max_bytes, description="the memory cache store's bound (least recently used out), bytes")
     compression: Bool | Compression | None = Field(
         default=None, description="gzip/br of matching answers, for every route that does not say otherwise")
+    tracing: Tracing | None = None
 
 
 def config_schema() -> dict[str, Any]:

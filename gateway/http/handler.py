@@ -82,6 +82,9 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
 
     async def prepare(self) -> None:
         """The head: framing, then the policy steps in order; an answer one of them gives is sent."""
+        tracing = self.holder.runtime.tracing
+        if tracing is not None:  # decided at load: without a tracing section no span is made
+            self.trace = tracing.begin(self.request, self.ctx)
         if not self.begin():
             return
         holder = self.holder
@@ -301,7 +304,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         if ctx.match is not None and ctx.match.stripped_prefix:
             headers.append(("X-Forwarded-Prefix", ctx.match.stripped_prefix))
         headers += (("X-Request-Id", ctx.request_id),
-                    ("traceparent", traceparent_from(request_headers.get("traceparent"))))
+                    ("traceparent", traceparent_from(request_headers.get("traceparent")) if self.trace is None
+                     else self.trace.traceparent))  # the server span's; each try puts its client span's
         if ctx.identity is not None:
             headers += ctx.identity.headers
         return headers
@@ -357,7 +361,11 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
 
     def release(self) -> None:
         """The request is over: let go of the forward, the body and its timer, so that this handler
-        leaves no reference cycle behind (a finished task's exception holds frames that hold self)."""
+        leaves no reference cycle behind (a finished task's exception holds frames that hold self).
+        The server span, when traced, ends here with the answer's status."""
+        if self.trace is not None:
+            match = self.ctx.match
+            self.trace.end(self._status_code, match.route.path if match is not None else None, self.ctx.client_ip)
         self._stop_body_timer()
         if self.view is not None and self.view.cache is not None:
             self.view.cache.close()
@@ -365,6 +373,16 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         forwarding, self._forwarding, self._body_stream = self._forwarding, None, None
         if forwarding is not None and forwarding.done() and not forwarding.cancelled():
             forwarding.exception()  # retrieved: nothing to log about it later
+
+    def fail(self, error: GatewayError) -> None:
+        if self.trace is not None and self.phase == Phase.BEFORE and error.status >= 500:
+            self.trace.error_type = error.code  # the server span says which failure the 5xx was
+        super().fail(error)
+
+    def cut_off(self) -> None:
+        if self.trace is not None and self.phase != Phase.ENDED:
+            self.trace.error_type = "response_interrupted"
+        super().cut_off()
 
     def _stop_forwarding(self) -> None:
         """Abandon the upstream exchange: its failure is then expected, and not logged as unretrieved."""

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tornado.httpclient import AsyncHTTPClient
 
@@ -29,6 +30,9 @@ from .client import ResponseInterrupted, failure_kind
 from .pool import Target, UpstreamPool
 from .request import FieldsCallback, GatewayRequest, GatewayResponse, StreamingCallback
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ..tracing import RequestTrace
 
 __all__ = ["Timeouts", "ForwardEvents", "forward", "MAX_HELD_BYTES"]
 
@@ -46,7 +50,13 @@ class Timeouts:
 
 
 class ForwardEvents:
-    """Hooks for what happens during a forward (metrics, logs). The defaults do nothing."""
+    """Hooks for what happens during a forward (metrics, logs). The defaults do nothing.
+
+    ``trace``: the request's server span when tracing is on (None: decided at load, no span
+    is made); each try is then fetched inside a client span of its own.
+    """
+
+    trace: RequestTrace | None = None
 
     def attempt(self, pool: UpstreamPool, target: Target) -> None:
         """A try is about to go to ``target``."""
@@ -84,6 +94,7 @@ async def forward(
         replayable = request.body_stream is None
         may_hold = replayable and retry.config.attempts > 1 and bool(retry.config.on_statuses)
         retry.record_request()
+        fetch = client.fetch if events.trace is None else events.trace.fetch_for(client, pool.name)
         tried: list[Target] = []
         attempt = 0
         last_error: GatewayError | None = None
@@ -107,7 +118,7 @@ async def forward(
             pool.begin(target)
             started = time.perf_counter()
             try:
-                response: GatewayResponse = await client.fetch(request)  # type: ignore[assignment]
+                response: GatewayResponse = await fetch(request)  # type: ignore[assignment]
             except (UpstreamConnectError, UpstreamTimeout, BadGateway) as error:
                 pool.end(target, ok=False)
                 events.finished(pool, target, time.perf_counter() - started, False)

@@ -8,7 +8,15 @@ import textwrap
 
 import pytest
 
-from gateway.config import CacheConfig, CompressionConfig, ConfigError, GatewayConfig, Origin, TargetConfig
+from gateway.config import (
+    CacheConfig,
+    CompressionConfig,
+    ConfigError,
+    GatewayConfig,
+    Origin,
+    TargetConfig,
+    TracingConfig,
+)
 from gateway.loader import load_config, parse_config
 from tests.support.tokens import SECRET
 
@@ -177,6 +185,26 @@ BAD_CONFIGS = [
      " compression: gzip}]\n", ["routes[0].compression: expected true, false or a mapping, got a string"]),
     ("route compression with a bad key", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders,"
      " compression: {min_byte: 1}}]\n", ["routes[0].compression.min_byte: unknown key"]),
+    ("tracing ratio over 1", "tracing: {sample_ratio: 1.5}\n", ["tracing.sample_ratio: must be from 0 to 1, got 1.5"]),
+    ("tracing ratio negative", "tracing: {sample_ratio: -0.1}\n",
+     ["tracing.sample_ratio: must be from 0 to 1, got -0.1"]),
+    ("tracing ratio as text", "tracing: {sample_ratio: half}\n",
+     ["tracing.sample_ratio: expected a number from 0 to 1, got a string"]),
+    ("tracing ratio as a boolean", "tracing: {sample_ratio: true}\n",
+     ["tracing.sample_ratio: expected a number from 0 to 1, got a boolean"]),
+    ("tracing endpoint of another scheme", "tracing: {otlp_endpoint: 'grpc://collector:4317'}\n",
+     ["tracing.otlp_endpoint: 'grpc://collector:4317' is not an http(s) URL"]),
+    ("tracing endpoint with user info", "tracing: {otlp_endpoint: 'http://u:p@collector:4318/v1/traces'}\n",
+     ["tracing.otlp_endpoint: 'http://u:p@collector:4318/v1/traces' must not hold user info or a fragment"]),
+    ("tracing endpoint with a bad port", "tracing: {otlp_endpoint: 'http://collector:99999/v1/traces'}\n",
+     ["tracing.otlp_endpoint: 'http://collector:99999/v1/traces' has an invalid port"]),
+    ("tracing unknown key", "tracing: {endpoint: 'http://collector:4318'}\n", ["tracing.endpoint: unknown key"]),
+    ("tracing empty service name", "tracing: {service_name: ''}\n", ["tracing.service_name: must not be empty"]),
+    ("tracing batch over the queue", "tracing: {max_queue_spans: 100, max_batch_spans: 200}\n",
+     ["tracing.max_batch_spans: must be at most max_queue_spans (100)"]),
+    ("tracing zero queue and interval", "tracing: {max_queue_spans: 0, export_interval_seconds: 0}\n",
+     ["tracing.max_queue_spans: must be at least 1", "tracing.export_interval_seconds: must be greater than 0"]),
+    ("tracing not a mapping", "tracing: [on]\n", ["tracing: expected a mapping, got a list"]),
 ]
 ENVIRON = {"variable typed, then checked": {"GW_TEST_PORT": "eighty"}}
 
@@ -588,3 +616,21 @@ def test_admin_token_is_refused_unless_a_long_bearer_credential(value: str, expe
 ])
 def test_admin_token_default_and_value(text: str, environ: dict[str, str], expected: str | None) -> None:
     assert parse_config(text, environ=environ).admin.token == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("server: {}\n", None),
+    ("tracing:\n", None),  # an empty section is absent, like cors: (tracing stays off)
+    ("tracing: {}\n", TracingConfig()),
+    ("tracing: {otlp_endpoint: 'http://collector:4318'}\n",
+     TracingConfig(otlp_endpoint="http://collector:4318/v1/traces")),
+    ("tracing: {otlp_endpoint: 'https://collector/'}\n", TracingConfig(otlp_endpoint="https://collector/v1/traces")),
+    ("tracing: {otlp_endpoint: 'http://c:4318/otlp/v1/traces', service_name: edge, sample_ratio: 0}\n",
+     TracingConfig(otlp_endpoint="http://c:4318/otlp/v1/traces", service_name="edge", sample_ratio=0.0)),
+    ("tracing: {sample_ratio: 1, max_queue_spans: 10, max_batch_spans: 10, export_interval_seconds: 0.5,"
+     " export_timeout_seconds: 3}\n",
+     TracingConfig(sample_ratio=1.0, max_queue_spans=10, max_batch_spans=10, export_interval_seconds=0.5,
+                   export_timeout_seconds=3.0)),
+])
+def test_tracing_section(text: str, expected: TracingConfig | None) -> None:
+    assert parse_config(text).tracing == expected

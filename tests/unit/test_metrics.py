@@ -33,6 +33,7 @@ def test_the_spec_metric_families_are_exposed() -> None:
         "gateway_rate_limited", "gateway_jwks_refresh", "gateway_rate_limit_fail_open", "gateway_plugin_duration_seconds",
         "gateway_websocket_connections", "gateway_websocket_messages",
         "gateway_cache",
+        "gateway_spans_dropped", "gateway_spans_exported",
     }
 
 
@@ -129,3 +130,15 @@ def test_cache_results_are_counted_by_route_and_result() -> None:
     assert m[("gateway_cache_total", (("result", "miss"), ("route", "pages")))] == 1
     assert m[("gateway_cache_total", (("result", "unavailable"), ("route", "feed")))] == 1
     assert ("gateway_cache_total", (("result", "bypass"), ("route", "pages"))) not in m
+
+
+def test_span_drops_and_exports_are_counted_by_reason() -> None:
+    metrics = Metrics()
+    metrics.spans_dropped("queue_full", 3)
+    metrics.spans_dropped("queue_full", 2)
+    metrics.spans_dropped("export_failed", 512)
+    metrics.spans_exported(7)
+    got = samples(metrics)
+    assert got[("gateway_spans_dropped_total", (("reason", "queue_full"),))] == 5
+    assert got[("gateway_spans_dropped_total", (("reason", "export_failed"),))] == 512
+    assert got[("gateway_spans_exported_total", ())] == 7

@@ -52,7 +52,7 @@ def test_the_committed_schema_file_is_the_commands_output(capsys: pytest.Capture
 def test_every_section_refuses_unknown_keys() -> None:
     schema = config_schema()
     objects = [schema, *(d for d in schema["$defs"].values() if d.get("type") == "object" and "properties" in d)]
-    assert len(objects) == 23  # the file and its 22 sections
+    assert len(objects) == 24  # the file and its 23 sections
     assert all(d["additionalProperties"] is False for d in objects)
 
 
@@ -77,6 +77,13 @@ GOOD_CONFIGS = [
         rate_limit_store: "${STORE:-memory}"
         rate_limit_fail_open: "${OPEN:-true}"
         logging: {level: "${L:-info}", format: "${F:-json}", access_log: "${AL:-false}"}
+        tracing: {otlp_endpoint: "${OTLP:-http://127.0.0.1:4318/v1/traces}", sample_ratio: "${R:-0.5}",
+                  max_queue_spans: "${Q:-1000}", export_interval_seconds: "${I:-1}"}
+        """),
+    ("tracing with every key", """\
+        tracing: {otlp_endpoint: "https://collector:4318", service_name: edge, sample_ratio: 0,
+                  max_queue_spans: 100, max_batch_spans: 100, export_interval_seconds: 0.5,
+                  export_timeout_seconds: 2}
         """),
     ("a full upstream and route", f"""\
         auth: {{jwt: {{algorithms: HS256, secret: {SECRET}, audience: api, claims_to_headers: {{sub: X-User}}}}}}
@@ -152,6 +159,9 @@ BAD_CONFIGS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("gzip level out of range", "compression: {gzip_level: 10}\n", [("$.compression", "anyOf")]),
     ("route compression of the wrong type", "routes: [{name: a, path: /a, upstream: o, compression: gzip}]\n",
      [("$.routes", "anyOf")]),
+    ("sample ratio over 1", "tracing: {sample_ratio: 1.5}\n", [("$.tracing", "anyOf")]),
+    ("unknown tracing key", "tracing: {endpoint: 'http://h:4318'}\n", [("$.tracing", "anyOf")]),
+    ("tracing endpoint not http", "tracing: {otlp_endpoint: 'grpc://h:4317'}\n", [("$.tracing", "anyOf")]),
     ("two problems at once", "logging: {level: loud}\nrate_limit_fail_open: 3\n",
      [("$.logging", "anyOf"), ("$.rate_limit_fail_open", "anyOf")]),
 ]
