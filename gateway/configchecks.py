@@ -1,0 +1,180 @@
+"""What the models of :mod:`gateway.schema` cannot say: the checks after validation.
+
+Rules between keys of one section (an HS secret's length for its algorithms, ``certfile`` with
+``keyfile``), between sections (a route's upstream, plugins and auth), and loading the plugins.
+:func:`check` runs on the validated file, or, when validation found problems, on what of it could
+be salvaged (``gateway.loader``): the sections and list items that are valid once their bad keys
+are left out, so a broken value does not hide an unknown upstream elsewhere. In a salvaged file a
+list item that could not be salvaged is None, and a problem already found at a location keeps the
+checks that would only repeat it quiet (:meth:`Located.under`).
+
+It returns what the build needs beyond the file: each route's derived values (its auth mode, the
+methods of an aggregate route) and the built plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import JwtConfig
+from .configerrors import Loc, Located
+from .policies.plugins import PluginLoadError, load_plugin
+from .routing import PATH_PARAM
+from .schema import ConfigFile, Cors, Jwt, Route, UpstreamTls
+from .tables import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, HMAC_MIN_SECRET_BYTES, JWT_ALGORITHMS
+
+__all__ = ["Derived", "check"]
+
+
+@dataclass
+class Derived:
+    """What the checks work out for the build: per route index, values that override the written ones;
+    per plugin name, the built plugin."""
+
+    routes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    plugins: dict[str, Any] = field(default_factory=dict)
+
+
+def check(doc: ConfigFile, upstreams: Collection[str], jwt_configured: bool, problems: Located,
+          base_dir: str) -> Derived:
+    """Add every problem of ``doc`` the models cannot see to ``problems``. ``upstreams`` are the names
+    in the file (a broken upstream is still known by name, so the routes naming it are not reported
+    twice); ``jwt_configured`` says whether ``auth.jwt`` is given."""
+    derived = Derived()
+    if doc.auth is not None and doc.auth.jwt is not None:
+        _jwt(doc.auth.jwt, ("auth", "jwt"), problems)
+    for name, upstream in (doc.upstreams or {}).items():
+        if upstream is not None and upstream.tls is not None:
+            _upstream_tls(upstream.tls, ("upstreams", name, "tls"), problems)
+    if doc.cors is not None:
+        _cors(doc.cors, ("cors",), problems)
+    known_plugins = _plugins(doc, problems, base_dir, derived)
+    names: dict[str, int] = {}
+    matches: dict[tuple[str | None, str, frozenset[str] | None], tuple[int, str]] = {}
+    for i, route in enumerate(doc.routes or ()):
+        if route is None:
+            continue
+        loc = ("routes", i)
+        methods = _route(route, loc, upstreams, jwt_configured, known_plugins, problems, derived.routes.setdefault(i, {}))
+        if route.name in names:
+            problems.add((*loc, "name"), f"duplicate route name '{route.name}' (also routes[{names[route.name]}])")
+        names.setdefault(route.name, i)
+        # The later of two routes that match the same requests could never be reached.
+        # Disjoint method sets on one path are fine; overlapping ones are an order question.
+        same = (route.host, PATH_PARAM.sub("{}", route.path.rstrip("/") or "/"),
+                frozenset(methods) if methods is not None else None)
+        if same in matches:
+            j, other = matches[same]
+            problems.add(loc, f"same host, path and methods as routes[{j}] ('{other}')")
+        matches.setdefault(same, (i, route.name))
+    return derived
+
+
+def _jwt(jwt: Jwt, loc: Loc, problems: Located) -> None:
+    algorithms = jwt.algorithms if jwt.algorithms is not None else JwtConfig.algorithms
+    for alg in algorithms:
+        if alg.lower() == "none":
+            problems.add((*loc, "algorithms"), "'none' is never allowed")
+        elif alg not in JWT_ALGORITHMS:
+            problems.add((*loc, "algorithms"), f"unknown algorithm '{alg}'")
+    if not algorithms:
+        problems.add((*loc, "algorithms"), "at least one algorithm is required")
+    hs = [a for a in algorithms if a in HMAC_ALGORITHMS]
+    asym = [a for a in algorithms if a in ASYMMETRIC_ALGORITHMS]
+    if hs and asym:
+        problems.add((*loc, "algorithms"), "mixes HS* with public-key algorithms, which invites algorithm confusion")
+    if hs:
+        if jwt.secret is None:
+            problems.add((*loc, "secret"), f"is required for {', '.join(hs)}")
+        else:
+            needed = max(HMAC_MIN_SECRET_BYTES[a] for a in hs)
+            if len(jwt.secret.encode()) < needed:
+                problems.add((*loc, "secret"), f"must be at least {needed} bytes for {', '.join(sorted(hs))}")
+    elif jwt.secret is not None:
+        problems.add((*loc, "secret"), "is only used with HS* algorithms")
+    sources = [s for s in (jwt.public_key_file, jwt.jwks_url) if s is not None]
+    if asym:
+        if len(sources) != 1 and not problems.under((*loc, "public_key_file")):
+            problems.add(loc, f"{', '.join(asym)} need exactly one of public_key_file or jwks_url")
+    elif sources:
+        problems.add(loc, "public_key_file and jwks_url need a public-key algorithm (RS*/PS*/ES*/EdDSA)")
+
+
+def _upstream_tls(tls: UpstreamTls, loc: Loc, problems: Located) -> None:
+    if (tls.certfile is None) != (tls.keyfile is None):
+        problems.add(loc, "certfile and keyfile go together")
+
+
+def _cors(cors: Cors, loc: Loc, problems: Located) -> None:
+    if cors.allow_credentials and "*" in cors.allow_origins:
+        problems.add((*loc, "allow_origins"), "'*' cannot be used with allow_credentials")
+
+
+def _plugins(doc: ConfigFile, problems: Located, base_dir: str, derived: Derived) -> set[str]:
+    """Load each plugin (SPEC §7); returns the names routes may use, including those of plugins that
+    failed to load (reported once, at the plugin)."""
+    names: dict[str, int] = {}
+    for i, plugin in enumerate(doc.plugins or ()):
+        if plugin is None:
+            continue
+        loc = ("plugins", i)
+        if plugin.name in names:
+            problems.add((*loc, "name"), f"duplicate plugin name '{plugin.name}' (also plugins[{names[plugin.name]}])")
+            continue
+        names[plugin.name] = i
+        if problems.under((*loc, "config")):
+            continue
+        try:
+            derived.plugins[plugin.name] = load_plugin(plugin.class_path, plugin.config or {}, base_dir)
+        except PluginLoadError as exc:
+            problems.add((*loc, exc.field), str(exc))
+    return set(names)
+
+
+def _route(route: Route, loc: Loc, upstreams: Collection[str], jwt_configured: bool, plugins: set[str],
+           problems: Located, derived: dict[str, Any]) -> tuple[str, ...] | None:
+    """Check one route; fill ``derived``; return the methods it answers (None: every method)."""
+    has_upstream, has_aggregate = route.upstream is not None, route.aggregate is not None
+    if has_upstream == has_aggregate and not problems.under((*loc, "aggregate")):
+        problems.add(loc, "needs exactly one of upstream or aggregate")
+    if has_upstream and route.upstream not in upstreams:
+        problems.add((*loc, "upstream"), f"unknown upstream '{route.upstream}'")
+    params = set(PATH_PARAM.findall(route.path))
+    if params and not has_aggregate:
+        problems.add((*loc, "path"), "only aggregate routes may capture {params}")
+    seen: set[str] = set()
+    for j, part in enumerate(route.aggregate or ()):
+        if part is None:
+            continue
+        where = (*loc, "aggregate", j)
+        if part.upstream not in upstreams:
+            problems.add((*where, "upstream"), f"unknown upstream '{part.upstream}'")
+        for name in sorted(set(PATH_PARAM.findall(part.path)) - params):
+            problems.add((*where, "path"), f"'{{{name}}}' is not captured by the route's path")
+        if part.name in seen:
+            problems.add((*where, "name"), f"duplicate part name '{part.name}'")
+        seen.add(part.name)
+    methods = route.methods
+    if has_aggregate:
+        if methods and set(methods) - {"GET", "HEAD"}:
+            problems.add((*loc, "methods"), "aggregate routes answer GET only")
+        methods = derived["methods"] = ("GET",)  # HEAD follows GET; anything else is a 405
+    if route.rewrite_prefix and not route.strip_prefix:
+        derived["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
+    mode = route.auth or ("required" if jwt_configured else "none")
+    if mode != "none" and not jwt_configured:
+        problems.add((*loc, "auth"), f"'{mode}' needs auth.jwt to be configured")
+    if route.scopes and mode == "none":
+        problems.add((*loc, "scopes"), "scopes need auth: required or optional")
+    derived["auth"] = mode
+    for name in route.plugins:
+        if name not in plugins:
+            known = ", ".join(sorted(plugins)) or "none are configured"
+            problems.add((*loc, "plugins"), f"unknown plugin '{name}' (plugins: {known})")
+            break
+    else:
+        if len(set(route.plugins)) != len(route.plugins):
+            problems.add((*loc, "plugins"), "lists a plugin twice")
+    return methods
