@@ -59,7 +59,8 @@ def check(doc: ConfigFile, upstreams: Collection[str], jwt_configured: bool, pro
         loc = ("routes", i)
         methods = _route(route, loc, upstreams, jwt_configured, known_plugins, problems, derived.routes.setdefault(i, {}))
         if route.name in names:
-            problems.add((*loc, "name"), f"duplicate route name '{route.name}' (also routes[{names[route.name]}])")
+            problems.add((*loc, "name"), f"duplicate route name '{route.name}' (also routes[{names[route.name]}])",
+                         section=loc)
         names.setdefault(route.name, i)
         # The later of two routes that match the same requests could never be reached.
         # Disjoint method sets on one path are fine; overlapping ones are an order question.
@@ -72,34 +73,37 @@ def check(doc: ConfigFile, upstreams: Collection[str], jwt_configured: bool, pro
     return derived
 
 
-def _jwt(jwt: Jwt, loc: Loc, problems: Located) -> None:
+def _jwt(jwt: Jwt, loc: Loc, located: Located) -> None:
+    def add(where: Loc, message: str) -> None:
+        located.add(where, message, section=loc)
+
     algorithms = jwt.algorithms if jwt.algorithms is not None else JwtConfig.algorithms
     for alg in algorithms:
         if alg.lower() == "none":
-            problems.add((*loc, "algorithms"), "'none' is never allowed")
+            add((*loc, "algorithms"), "'none' is never allowed")
         elif alg not in JWT_ALGORITHMS:
-            problems.add((*loc, "algorithms"), f"unknown algorithm '{alg}'")
+            add((*loc, "algorithms"), f"unknown algorithm '{alg}'")
     if not algorithms:
-        problems.add((*loc, "algorithms"), "at least one algorithm is required")
+        add((*loc, "algorithms"), "at least one algorithm is required")
     hs = [a for a in algorithms if a in HMAC_ALGORITHMS]
     asym = [a for a in algorithms if a in ASYMMETRIC_ALGORITHMS]
     if hs and asym:
-        problems.add((*loc, "algorithms"), "mixes HS* with public-key algorithms, which invites algorithm confusion")
+        add((*loc, "algorithms"), "mixes HS* with public-key algorithms, which invites algorithm confusion")
     if hs:
         if jwt.secret is None:
-            problems.add((*loc, "secret"), f"is required for {', '.join(hs)}")
+            add((*loc, "secret"), f"is required for {', '.join(hs)}")
         else:
             needed = max(HMAC_MIN_SECRET_BYTES[a] for a in hs)
             if len(jwt.secret.encode()) < needed:
-                problems.add((*loc, "secret"), f"must be at least {needed} bytes for {', '.join(sorted(hs))}")
+                add((*loc, "secret"), f"must be at least {needed} bytes for {', '.join(sorted(hs))}")
     elif jwt.secret is not None:
-        problems.add((*loc, "secret"), "is only used with HS* algorithms")
+        add((*loc, "secret"), "is only used with HS* algorithms")
     sources = [s for s in (jwt.public_key_file, jwt.jwks_url) if s is not None]
     if asym:
-        if len(sources) != 1 and not problems.under((*loc, "public_key_file")):
-            problems.add(loc, f"{', '.join(asym)} need exactly one of public_key_file or jwks_url")
+        if len(sources) != 1 and not located.under((*loc, "public_key_file")):
+            add(loc, f"{', '.join(asym)} need exactly one of public_key_file or jwks_url")
     elif sources:
-        problems.add(loc, "public_key_file and jwks_url need a public-key algorithm (RS*/PS*/ES*/EdDSA)")
+        add(loc, "public_key_file and jwks_url need a public-key algorithm (RS*/PS*/ES*/EdDSA)")
 
 
 def _upstream_tls(tls: UpstreamTls, loc: Loc, problems: Located) -> None:
@@ -109,7 +113,7 @@ def _upstream_tls(tls: UpstreamTls, loc: Loc, problems: Located) -> None:
 
 def _cors(cors: Cors, loc: Loc, problems: Located) -> None:
     if cors.allow_credentials and "*" in cors.allow_origins:
-        problems.add((*loc, "allow_origins"), "'*' cannot be used with allow_credentials")
+        problems.add((*loc, "allow_origins"), "'*' cannot be used with allow_credentials", section=loc)
 
 
 def _plugins(doc: ConfigFile, problems: Located, base_dir: str, derived: Derived) -> set[str]:
@@ -121,7 +125,8 @@ def _plugins(doc: ConfigFile, problems: Located, base_dir: str, derived: Derived
             continue
         loc = ("plugins", i)
         if plugin.name in names:
-            problems.add((*loc, "name"), f"duplicate plugin name '{plugin.name}' (also plugins[{names[plugin.name]}])")
+            problems.add((*loc, "name"), f"duplicate plugin name '{plugin.name}' (also plugins[{names[plugin.name]}])",
+                         section=loc)
             continue
         names[plugin.name] = i
         if problems.under((*loc, "config")):
@@ -129,52 +134,57 @@ def _plugins(doc: ConfigFile, problems: Located, base_dir: str, derived: Derived
         try:
             derived.plugins[plugin.name] = load_plugin(plugin.class_path, plugin.config or {}, base_dir)
         except PluginLoadError as exc:
-            problems.add((*loc, exc.field), str(exc))
+            problems.add((*loc, exc.field), str(exc), section=loc)
     return set(names)
 
 
 def _route(route: Route, loc: Loc, upstreams: Collection[str], jwt_configured: bool, plugins: set[str],
-           problems: Located, derived: dict[str, Any]) -> tuple[str, ...] | None:
+           located: Located, derived: dict[str, Any]) -> tuple[str, ...] | None:
     """Check one route; fill ``derived``; return the methods it answers (None: every method)."""
+    def add(where: Loc, message: str, section: Loc = loc) -> None:
+        located.add(where, message, section=section)
+
     has_upstream, has_aggregate = route.upstream is not None, route.aggregate is not None
-    if has_upstream == has_aggregate and not problems.under((*loc, "aggregate")):
-        problems.add(loc, "needs exactly one of upstream or aggregate")
+    if has_upstream == has_aggregate and not located.under((*loc, "aggregate")):
+        add(loc, "needs exactly one of upstream or aggregate")
     if has_upstream and route.upstream not in upstreams:
-        problems.add((*loc, "upstream"), f"unknown upstream '{route.upstream}'")
+        add((*loc, "upstream"), f"unknown upstream '{route.upstream}'")
     params = set(PATH_PARAM.findall(route.path))
     if params and not has_aggregate:
-        problems.add((*loc, "path"), "only aggregate routes may capture {params}")
+        add((*loc, "path"), "only aggregate routes may capture {params}")
     seen: set[str] = set()
     for j, part in enumerate(route.aggregate or ()):
         if part is None:
             continue
         where = (*loc, "aggregate", j)
         if part.upstream not in upstreams:
-            problems.add((*where, "upstream"), f"unknown upstream '{part.upstream}'")
+            add((*where, "upstream"), f"unknown upstream '{part.upstream}'", where)
         for name in sorted(set(PATH_PARAM.findall(part.path)) - params):
-            problems.add((*where, "path"), f"'{{{name}}}' is not captured by the route's path")
+            add((*where, "path"), f"'{{{name}}}' is not captured by the route's path")
         if part.name in seen:
-            problems.add((*where, "name"), f"duplicate part name '{part.name}'")
+            add((*where, "name"), f"duplicate part name '{part.name}'", where)
         seen.add(part.name)
     methods = route.methods
     if has_aggregate:
         if methods and set(methods) - {"GET", "HEAD"}:
-            problems.add((*loc, "methods"), "aggregate routes answer GET only")
+            add((*loc, "methods"), "aggregate routes answer GET only")
         methods = derived["methods"] = ("GET",)  # HEAD follows GET; anything else is a 405
     if route.rewrite_prefix and not route.strip_prefix:
         derived["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
     mode = route.auth or ("required" if jwt_configured else "none")
     if mode != "none" and not jwt_configured:
-        problems.add((*loc, "auth"), f"'{mode}' needs auth.jwt to be configured")
+        add((*loc, "auth"), f"'{mode}' needs auth.jwt to be configured")
     if route.scopes and mode == "none":
-        problems.add((*loc, "scopes"), "scopes need auth: required or optional")
+        add((*loc, "scopes"), "scopes need auth: required or optional")
     derived["auth"] = mode
+    if route.cors is not None:
+        _cors(route.cors, (*loc, "cors"), located)
     for name in route.plugins:
         if name not in plugins:
             known = ", ".join(sorted(plugins)) or "none are configured"
-            problems.add((*loc, "plugins"), f"unknown plugin '{name}' (plugins: {known})")
+            add((*loc, "plugins"), f"unknown plugin '{name}' (plugins: {known})", (*loc, "plugins"))
             break
     else:
         if len(set(route.plugins)) != len(route.plugins):
-            problems.add((*loc, "plugins"), "lists a plugin twice")
+            add((*loc, "plugins"), "lists a plugin twice", (*loc, "plugins"))
     return methods

@@ -6,8 +6,8 @@ tuple, message) from two sources: pydantic's ErrorDetails (:meth:`Located.add_er
 place that turns them into an operator's words) and the checks after validation
 (:mod:`gateway.configchecks`). :meth:`Located.lines` prints them in the order of the file: by
 the position of each key in its mapping, the keys not given (``is required``) after those given,
-a section's own problems after those of its keys, and ``routes`` after every other section
-(routes are checked against the upstreams, auth and plugins).
+a section's own problems (and the checks of its keys together) after those of each key, and
+``routes`` after every other section (routes are checked against the upstreams, auth and plugins).
 """
 
 from __future__ import annotations
@@ -50,25 +50,28 @@ def translate(error: ErrorDetails) -> tuple[Loc, str] | None:
 
 
 class Located(list):  # type: ignore[type-arg]
-    """Problems as (location, message); see the module's docstring for their order."""
+    """Problems as (location, message, where it is listed); see the module's docstring for the order."""
 
-    def add(self, loc: Loc, message: str) -> None:
-        self.append((loc, message))
+    def add(self, loc: Loc, message: str, section: Loc | None = None) -> None:
+        """A problem at ``loc``, listed with the problems of ``section`` (a check of a section's keys
+        together comes after the problems of each key, as it did in the loader before the models)."""
+        self.append((loc, message, loc if section is None else section))
 
     def add_errors(self, exc: ValidationError) -> None:
         for error in exc.errors():
             problem = translate(error)
             if problem is not None:
-                self.append(problem)
+                self.add(*problem)
 
     def under(self, loc: Loc) -> bool:
         """Whether a problem was found at ``loc`` or inside it."""
-        return any(found[:len(loc)] == loc for found, _ in self)
+        return any(found[:len(loc)] == loc for found, _, _ in self)
 
     def lines(self, raw: Any) -> list[str]:
-        """Each problem as ``location: message``, in the order of the file ``raw``."""
-        ordered = sorted(self, key=lambda problem: _position(raw, problem[0]))
-        return [printable(f"{_path(loc) or '(top level)'}: {message}") for loc, message in ordered]
+        """Each problem as ``location: message``, in the order of the file ``raw`` (stable: the problems
+        listed at one place keep the order they were found in)."""
+        ordered = sorted(self, key=lambda problem: _position(raw, _resolve(raw, problem[2])))
+        return [printable(f"{_path(_resolve(raw, loc)) or '(top level)'}: {message}") for loc, message, _ in ordered]
 
 
 def _path(loc: Loc) -> str:
@@ -76,6 +79,28 @@ def _path(loc: Loc) -> str:
     for part in loc:
         path = join_path(path, part)
     return path
+
+
+def _resolve(raw: Any, loc: Loc) -> Loc:
+    """``loc`` with the file's own keys: pydantic writes a key ``true`` as 1 and ``null`` as 'None', and
+    a mapping of sections is keyed by name (text); the problem names the key as the file has it."""
+    resolved = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict):
+            if part not in node or type(next(k for k in node if k == part)) is not type(part):
+                part = next((key for key in node if _same_key(key, part)), part)
+            node = node.get(part)
+        else:
+            node = node[part] if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node) else None
+        resolved.append(part)
+    return tuple(resolved)
+
+
+def _same_key(key: Any, part: Any) -> bool:
+    if isinstance(key, bool) or key is None or not isinstance(key, str):
+        return key == part or str(key) == part
+    return False
 
 
 def _position(raw: Any, loc: Loc) -> list[int]:

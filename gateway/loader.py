@@ -130,7 +130,8 @@ def _build_file(doc: ConfigFile, derived: Derived, source: str) -> GatewayConfig
 def salvage(model: type[Section], raw: Any, context: dict[str, Any]) -> Any:
     """``raw`` validated as ``model`` without its bad keys, or None when that leaves it invalid
     (not a mapping, a required key missing or wrong). A bad key holding a section, or a list or
-    mapping of them, is salvaged in turn (an item that cannot be is None). Only for the checks:
+    mapping of them, with its problems inside, is salvaged in turn (an item that cannot be is None).
+    Only for the checks:
     the result is not a valid model."""
     if not isinstance(raw, dict):
         return None
@@ -141,13 +142,14 @@ def salvage(model: type[Section], raw: Any, context: dict[str, Any]) -> Any:
     if any(not error["loc"] for error in errors):
         return None
     bad = {error["loc"][0] for error in errors}
+    refused = {error["loc"][0] for error in errors if len(error["loc"]) == 1}  # the value itself, not inside it
     try:
         part = model.model_validate({k: v for k, v in raw.items() if k not in bad}, context=context)
     except ValidationError:
         return None
     for name, info in model.model_fields.items():
         key = info.alias or name
-        if key in bad and key in raw:
+        if key in bad and key not in refused and key in raw:
             value = _salvage_value(info.annotation, raw[key], context)
             if value is not None:
                 setattr(part, name, value)

@@ -147,10 +147,12 @@ class Target(Section):
     weight: Annotated[int, Int(ge=1, le=1000)] = 1
 
 
+# A section in a list or mapping given as null is the section with no keys (``routes: [~]`` is a route
+# without its name and path), as for a section key given with no value (configtypes.NULL_IS_EMPTY).
 # A target is a URL or {url, weight}; the tags pick the branch (no per-branch error noise) and are
 # left out of the locations by gateway.configerrors.
 TAGS = frozenset({"<url>", "<target>"})
-TargetEntry = Annotated[Annotated[TargetUrl, Tag("<url>")] | Annotated[Target, Tag("<target>")],
+TargetEntry = Annotated[Annotated[TargetUrl, Tag("<url>")] | Annotated[Target, NULL_IS_EMPTY, Tag("<target>")],
                         Discriminator(lambda value: "<url>" if isinstance(value, str) else "<target>")]
 
 
@@ -265,7 +267,7 @@ class Route(Section):
     timeout_seconds: Seconds = Field(default=None, alias="timeout",
                                      description="overrides the upstream's request_timeout, seconds")
     cors: Cors | None = Field(default=None, description="overrides the global cors section")
-    aggregate: Annotated[list[AggregatePart], Field(min_length=1),
+    aggregate: Annotated[list[Annotated[AggregatePart, NULL_IS_EMPTY]], Field(min_length=1),
                          expect(list, "a non-empty list of parts", nonempty=True, got=False)] = Field(
         default=None, description="GET several upstreams and merge their JSON")
     plugins: TextList = Field(default_factory=tuple, description="names from plugins, run in this order")
@@ -293,9 +295,9 @@ class ConfigFile(Section):
     server: Server | None = None
     admin: Admin | None = None
     auth: Auth | None = None
-    upstreams: Annotated[dict[Name, Upstream], expect(dict, "a mapping of name to upstream")] | None = Field(
+    upstreams: Annotated[dict[Name, Annotated[Upstream, NULL_IS_EMPTY]], expect(dict, "a mapping of name to upstream")] | None = Field(
         default=None, description="name -> upstream")
-    routes: Annotated[list[Route], expect(list, "a list of routes")] | None = Field(
+    routes: Annotated[list[Annotated[Route, NULL_IS_EMPTY]], expect(list, "a list of routes")] | None = Field(
         default=None, description="matched longest path first")
     rate_limit_store: RateLimitStore = Field(config.GatewayConfig.rate_limit_store,
                                              description="memory | redis://host:port/db")
@@ -303,7 +305,7 @@ class ConfigFile(Section):
                                        description="serve when the rate-limit store is down")
     cors: Cors | None = None
     logging: Logging | None = None
-    plugins: Annotated[list[Plugin], expect(list, "a list of plugins")] | None = None
+    plugins: Annotated[list[Annotated[Plugin, NULL_IS_EMPTY]], expect(list, "a list of plugins")] | None = None
 
 
 def config_schema() -> dict[str, Any]:
