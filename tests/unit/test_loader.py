@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from gateway import schema
 from gateway.config import ConfigError, GatewayConfig, Origin, TargetConfig
 from gateway.loader import load_config, parse_config
 from tests.support.tokens import SECRET
@@ -132,6 +133,50 @@ BAD_CONFIGS = [
       "routes[0].name: is required", "routes[0].path: is required"]),
     ("a recursive alias", "server: &s {tls: *s}\n",
      ["<string>:1: an alias refers to the value that holds it (a recursive structure)"]),
+    # No lax coercion (the models are strict): a quoted number is a string, 1 is not true.
+    ("a quoted port is a string", "server: {port: '8080'}\n", ["server.port: expected an integer, got a string"]),
+    ("a float port", "server: {port: 80.0}\n", ["server.port: expected an integer, got a number"]),
+    ("a huge port", "server: {port: 99999999999999999999999}\n", ["server.port: must be at most 65535"]),
+    ("1 is not true", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, strip_prefix: 1}]\n",
+     ["routes[0].strip_prefix: expected true or false, got an integer"]),
+    ("quoted seconds", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, timeout: '5'}]\n",
+     ["routes[0].timeout: expected a number of seconds, got a string"]),
+    ("a number where a list of routes goes", "routes: 3\n", ["routes: expected a list of routes, got an integer"]),
+    ("a list where the upstreams mapping goes", "upstreams: [a]\n",
+     ["upstreams: expected a mapping of name to upstream, got a list"]),
+    ("a null route is a route with no keys", "routes: [~]\n", ["routes[0].name: is required", "routes[0].path: is required"]),
+    ("a null upstream is an upstream with no keys", "upstreams: {u: ~}\n", ["upstreams.u.targets: is required"]),
+    ("a null target is a target with no keys", "upstreams: {u: {targets: [~]}}\n",
+     ["upstreams.u.targets[0].url: is required"]),
+    ("a null rate limit still needs its keys", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, rate_limit: ~}]\n",
+     ["routes[0].rate_limit.requests: is required", "routes[0].rate_limit.window_seconds: is required"]),
+    ("keys true and null are named as written", "server: {true: 1, null: 2, 3: 4}\n",
+     ["server[True]: unknown key", "server[None]: unknown key", "server[3]: unknown key"]),
+    ("an upstream named by a number", "upstreams: {1: {targets: ['http://a'], tls: {certfile: conf/gateway.yaml}}}\n",
+     ["upstreams[1].tls: certfile and keyfile go together"]),
+    ("an unset variable for a whole section is reported once", "server: ${GW_TEST_UNSET}\n",
+     ["server: environment variable GW_TEST_UNSET is not set"]),
+    ("an unset variable for a target is reported once", "upstreams: {u: {targets: ['${GW_TEST_UNSET}']}}\n",
+     ["upstreams.u.targets[0]: environment variable GW_TEST_UNSET is not set"]),
+    ("a jwt section that is not a mapping is one problem", "auth: {jwt: []}\n",
+     ["auth.jwt: expected a mapping, got a list"]),
+    ("an empty aggregate", UPSTREAM + "routes: [{name: a, path: /a, aggregate: []}]\n",
+     ["routes[0].aggregate: expected a non-empty list of parts"]),
+    ("an aggregate part's path", UPSTREAM + "routes: [{name: a, path: /a, aggregate: [{name: p, upstream: orders, path: q}]}]\n",
+     ["routes[0].aggregate[0].path: must start with '/', got 'q'"]),
+    ("a broken value does not hide an unknown upstream or a duplicate", UPSTREAM + "routes:\n"
+     "  - {name: a, path: /a, strip_prefix: 1, upstream: ordrs}\n"
+     "  - {name: a, path: /a, upstream: orders, timeout: 0}\n",
+     ["routes[0].strip_prefix: expected true or false, got an integer", "routes[0].upstream: unknown upstream 'ordrs'",
+      "routes[1].timeout: must be greater than 0", "routes[1].name: duplicate route name 'a' (also routes[0])",
+      "routes[1]: same host, path and methods as routes[0] ('a')"]),
+    ("problems in the order of the file, routes after the sections they name",
+     "routes: [{name: a, path: /a, upstream: x, colour: red}]\nlogging: {level: loud}\nservre: 1\n",
+     ["logging.level: must be one of debug, info, warning, error, got 'loud'", "servre: unknown key",
+      "routes[0].colour: unknown key", "routes[0].upstream: unknown upstream 'x'"]),
+    ("a section's checks after its keys' problems",
+     "cors: {allow_credentials: true, allow_origins: '*', max_age_seconds: -1}\n",
+     ["cors.max_age_seconds: must be at least 0", "cors.allow_origins: '*' cannot be used with allow_credentials"]),
     ("an alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
      ["<string>: the document expands to more than 100000 values through its aliases"]),
@@ -293,3 +338,49 @@ def test_a_numeric_secret_from_the_environment_keeps_its_text() -> None:
 ])
 def test_body_timeout_default_and_value(text: str, expected: float) -> None:
     assert parse_config(text).server.body_timeout_seconds == expected
+
+
+def test_a_large_config_loads() -> None:
+    """200 routes over 10 upstreams (bench/config_load.py times it)."""
+    from bench.config_load import generated
+
+    config = parse_config(generated(200))
+    assert len(config.routes) == 200 and len(config.upstreams) == 10
+    assert config.routes[199].rate_limit is not None and config.routes[199].rate_limit.key == "ip"
+
+
+def _sections() -> list[type[schema.Section]]:
+    found, todo = [], [schema.Section]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
+
+
+# Dataclass attributes the loader works out rather than reads from a key of the same section.
+DERIVED = {"TargetConfig": {"origin", "base_path"}, "UpstreamConfig": {"name"}, "PluginConfig": {"plugin"},
+           "GatewayConfig": {"source"}}
+
+
+@pytest.mark.parametrize("model", _sections(), ids=lambda model: model.__name__)
+def test_each_model_field_is_its_dataclass_attribute(model: type[schema.Section]) -> None:
+    """The recipe for a key (a model field + the dataclass attribute of the same name) cannot be half done:
+    a field without its attribute, or an attribute no key sets, fails here rather than at load."""
+    attributes = {f.name for f in dataclasses.fields(model.builds)}
+    assert set(model.model_fields) == attributes - DERIVED.get(model.builds.__name__, set())
+
+
+def test_the_schema_defaults_are_the_dataclass_defaults() -> None:
+    config = parse_config("upstreams: {u: {targets: ['http://a'], retry: {}, health_check: {}}}\n"
+                          "routes: [{name: r, path: /r, upstream: u, rate_limit: {requests: 1, window_seconds: 1},"
+                          " cors: {}}]\nauth: {jwt: {algorithms: [RS256], jwks_url: 'https://idp/jwks'}}\n")
+    built = [config.server, config.admin, config.logging, config.upstreams["u"].retry,
+             config.upstreams["u"].health_check, config.routes[0].cors, config.routes[0].rate_limit, config.auth.jwt]
+    for section in built:
+        model = next(m for m in _sections() if m.builds is type(section))
+        for name, field in model.model_fields.items():
+            if field.is_required() or field.default is None or (model, name) == (schema.Jwt, "algorithms"):
+                continue  # required, absent by default, or given above
+            default = field.get_default(call_default_factory=True)
+            assert getattr(section, name) == default, (model.__name__, name)
