@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fuzz schema clean redis-server
+.PHONY: run test lint bench bench-ws bench-cache fuzz schema clean redis-server chromium soak
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,21 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required by the tests" >&2; exit 1; }
 
-test: $(STAMP) redis-server
+# The dashboard's browser test drives a headless chromium through chromium-driver; install them when missing.
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  echo "installing chromium and chromium-driver from Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { echo "chromium and chromedriver are required by the tests" >&2; exit 1; }
+
+test: $(STAMP) redis-server chromium
 	$(PY) -m pytest -q
+
+# The slow tier: compressing a 1 GiB download per encoding with the gateway's RSS watched (make test: 256 MiB).
+.PHONY: test-slow
+test-slow: $(STAMP)
+	GW_COMPRESS_MEM_MIB=1024 $(PY) -m pytest tests/e2e/test_compression_memory.py -q -s -p no:randomly
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
@@ -32,6 +45,20 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/ws_bench.py
+
+# WebSocket messages/s and relay CPU per message: direct, the gateway, a byte tunnel (bench/ws_bench.py).
+bench-ws: $(STAMP)
+	$(PY) bench/ws_bench.py
+
+# req/s of a cached route beside the same route uncached and the backend direct (bounded: ~90 s).
+bench-cache: $(STAMP)
+	$(PY) bench/cache_bench.py
+
+# Soak and chaos (bench/soak.py): load at 80 % of the measured max, faults on a schedule, pass criteria.
+SOAK_SECONDS ?= 600
+soak: $(STAMP) redis-server
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py
 
 # The property/fuzz tier at length: randomized, FUZZ_EXAMPLES examples per target (make test runs 200, derandomized).
 FUZZ_EXAMPLES ?= 5000

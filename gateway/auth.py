@@ -32,13 +32,14 @@ __all__ = ["Identity", "Authenticator"]
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a verified token speaks for."""
+    """Who a verified token (or an API key's consumer) speaks for."""
 
     subject: str | None
     scopes: frozenset[str]
     claims: Mapping[str, Any] = field(hash=False)
     expires_at: float  # the exp claim
     headers: tuple[tuple[str, str], ...]  # claims_to_headers, in configuration order
+    method: str = "jwt"  # how the caller proved it: jwt | api_key (gateway.apikeys)
 
 
 class Authenticator:

@@ -1,4 +1,4 @@
-"""The ``gateway`` command: its arguments (argparse) and the five commands, serve | check | token | routes | schema.
+"""The ``gateway`` command: its arguments (argparse) and the commands, serve | check | token | key | routes | schema.
 
 Each command is a few lines over the modules that do the work: loading
 (:mod:`gateway.loader`), the runtime, tokens (:mod:`gateway.tokens`), logging
@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .config import ConfigError, GatewayConfig
 from .loader import load_config
 from .logs import configure_logging
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo()
         command = args.command or "serve"
         return {"serve": _serve, "check": _check, "token": _token, "routes": _routes,
-                "schema": _schema}[command](args)
+                "schema": _schema, "key": _key}[command](args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="An async API gateway on Tornado.")
     parser.add_argument("--demo", action="store_true", help="serve conf/demo.yaml with a bundled echo upstream")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     # None: not given (a default would hide whether `gateway token` was pointed at a file)
     parser.add_argument("-c", "--config", default=None, help=f"config file (default {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command")
@@ -66,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                                                 "gives scope_claim, aud and iss)")
     p.add_argument("--alg", default=None, help="algorithm (default: the config's first, RS256 with --key)")
     p.add_argument("--kid", default=None)
+    p = sub.add_parser("key", help="make a new random API key and its auth.api_keys consumer line")
+    p.add_argument("--subject", required=True, help="the consumer's subject (its identity, as a token's sub)")
+    p.add_argument("--scope", default="", help='space-separated scopes, e.g. "orders:read orders:write"')
     return parser
 
 
@@ -157,9 +162,25 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage(message: str) -> int:
-    print(f"gateway token: {message}", file=sys.stderr)
+def _usage(message: str, command: str = "token") -> int:
+    print(f"gateway {command}: {message}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def _key(args: argparse.Namespace) -> int:
+    """Print a new random key (line 1: give it to the consumer) and the consumer entry for
+    ``auth.api_keys.consumers`` holding only its SHA-256 (line 2). The key is stored nowhere."""
+    from .apikeys import digest_of, new_key
+
+    subject = args.subject
+    if not subject or any(ord(c) < 0x20 or ord(c) == 0x7F for c in subject):
+        return _usage("--subject: must be non-empty, without control characters", "key")
+    key = new_key()
+    scopes = ", ".join(json.dumps(scope) for scope in args.scope.split())
+    print(key)
+    # JSON strings are YAML flow scalars: any subject or scope is quoted safely.
+    print(f"- {{subject: {json.dumps(subject)}, key_sha256: {digest_of(key).hex()}, scopes: [{scopes}]}}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ class ServerConfig:
 class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 8081  # 0 = an ephemeral port, logged at start
+    token: str | None = None  # when set, every admin data endpoint needs Authorization: Bearer <token>
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,28 @@ class JwtConfig:
 
 
 @dataclass(frozen=True)
+class ApiKeyConsumer:
+    """One API key: who it speaks for. The loader hashes a plaintext ``key`` at load, so only
+    the digest is kept (no plaintext key in this object, its repr or a dump of it)."""
+
+    subject: str
+    key_sha256: bytes  # the 32-byte SHA-256 digest of the key
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiKeysConfig:
+    header: str = "X-Api-Key"
+    consumers: tuple[ApiKeyConsumer, ...] = ()
+    # Identity headers for consumers when auth.jwt is absent (with auth.jwt, its claims_to_headers apply):
+    # claim (sub, scope) -> header.
+    claims_to_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     jwt: JwtConfig | None = None
+    api_keys: ApiKeysConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -172,10 +193,30 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """A route's response cache (SPEC §8; gateway.cache)."""
+
+    ttl_seconds: float = 60.0  # freshness when the upstream gives none, and the cap on what it gives
+    shared: bool = False  # on an authenticated route: one entry for every caller (else one per subject)
+    max_entry_bytes: int = 1024 * 1024  # larger answers stream through uncached
+
+
+@dataclass(frozen=True)
 class AggregatePart:
     name: str
     upstream: str
     path: str  # may hold {param} placeholders captured by the route's path
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """``compression`` (SPEC §8): gzip and br of answers whose type matches, over ``min_bytes``."""
+
+    min_bytes: int = 1024  # a declared Content-Length below this is sent as it is
+    types: tuple[str, ...] = ("application/json", "text/*")  # type/subtype, type/* or */*; parameters ignored
+    encodings: tuple[str, ...] = ("br", "gzip")  # offered, in the gateway's order of preference on equal q
+    gzip_level: int = 1  # zlib 1-9; 1 is nginx's default and costs a third of 6 (README, Compression)
+    brotli_quality: int = 1  # brotli 0-11; 1 is smaller than gzip's 6 on JSON, at the CPU of gzip's 1
 
 
 @dataclass(frozen=True)
@@ -197,6 +238,15 @@ class RouteConfig:
     cors: CorsConfig | None = None  # overrides the global section for this route
     aggregate: tuple[AggregatePart, ...] | None = None
     plugins: tuple[str, ...] = ()  # names from the plugins section, run in this order
+    auth_methods: tuple[str, ...] = ()  # jwt | api_key; the loader fills in every configured one
+    ip_allow: tuple[str, ...] = ()  # CIDRs, validated by the loader; empty: no allow list
+    ip_deny: tuple[str, ...] = ()  # CIDRs; deny wins over allow
+    websocket: bool = False  # relay `Upgrade: websocket` handshakes (SPEC §6)
+    websocket_idle_seconds: float = 300.0  # a socket with no frame either way this long: close 1001
+    websocket_max_message_bytes: int = 1024 * 1024  # a larger message: close 1009
+    cache: CacheConfig | None = None  # GET/HEAD answers kept (SPEC §8)
+    # None: the global section; False: off; True: the global section or the defaults; or the route's own
+    compression: CompressionConfig | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -229,3 +279,6 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     plugins: tuple[PluginConfig, ...] = ()
     source: str = ""  # the file it came from
+    cache_store: str = "memory"  # memory | redis://host:port/db (shared by every instance)
+    cache_max_bytes: int = 64 * 1024 * 1024  # the memory store's bound (LRU)
+    compression: CompressionConfig | None = None  # off unless given

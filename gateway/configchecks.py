@@ -1,28 +1,30 @@
 """What the models of :mod:`gateway.schema` cannot say: the checks after validation.
 
 Rules between keys of one section (an HS secret's length for its algorithms, ``certfile`` with
-``keyfile``), between sections (a route's upstream, plugins and auth), and loading the plugins.
+``keyfile``, an API key or its digest), between sections (a route's upstream, plugins, auth and
+cache), and loading the plugins.
 :func:`check` runs on the validated file, or, when validation found problems, on what of it could
 be salvaged (``gateway.loader``): the sections and list items that are valid once their bad keys
 are left out, so a broken value does not hide an unknown upstream elsewhere. In a salvaged file a
 list item that could not be salvaged is None, and a problem already found at a location keeps the
 checks that would only repeat it quiet (:meth:`Located.under`).
 
-It returns what the build needs beyond the file: each route's derived values (its auth mode, the
-methods of an aggregate route) and the built plugins.
+It returns what the build needs beyond the file: each route's derived values (its auth mode and
+methods, the methods of an aggregate route) and the built plugins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import JwtConfig
 from .configerrors import Loc, Located
+from .configtypes import AUTH_METHODS
 from .policies.plugins import PluginLoadError, load_plugin
 from .routing import PATH_PARAM
-from .schema import ConfigFile, Cors, Jwt, Route, UpstreamTls
+from .schema import ApiKeys, Auth, ConfigFile, Cors, Jwt, Route, UpstreamTls
 from .tables import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, HMAC_MIN_SECRET_BYTES, JWT_ALGORITHMS
 
 __all__ = ["Derived", "check"]
@@ -37,14 +39,14 @@ class Derived:
     plugins: dict[str, Any] = field(default_factory=dict)
 
 
-def check(doc: ConfigFile, upstreams: Collection[str], jwt_configured: bool, problems: Located,
+def check(doc: ConfigFile, upstreams: Collection[str], auth_configured: tuple[str, ...], problems: Located,
           base_dir: str) -> Derived:
     """Add every problem of ``doc`` the models cannot see to ``problems``. ``upstreams`` are the names
     in the file (a broken upstream is still known by name, so the routes naming it are not reported
-    twice); ``jwt_configured`` says whether ``auth.jwt`` is given."""
+    twice); ``auth_configured`` are the auth methods whose section is given (``jwt``, ``api_key``)."""
     derived = Derived()
-    if doc.auth is not None and doc.auth.jwt is not None:
-        _jwt(doc.auth.jwt, ("auth", "jwt"), problems)
+    if doc.auth is not None:
+        _auth(doc.auth, ("auth",), problems)
     for name, upstream in (doc.upstreams or {}).items():
         if upstream is not None and upstream.tls is not None:
             _upstream_tls(upstream.tls, ("upstreams", name, "tls"), problems)
@@ -57,7 +59,8 @@ def check(doc: ConfigFile, upstreams: Collection[str], jwt_configured: bool, pro
         if route is None:
             continue
         loc = ("routes", i)
-        methods = _route(route, loc, upstreams, jwt_configured, known_plugins, problems, derived.routes.setdefault(i, {}))
+        methods = _route(route, loc, upstreams, auth_configured, known_plugins, problems,
+                         derived.routes.setdefault(i, {}))
         if route.name in names:
             problems.add((*loc, "name"), f"duplicate route name '{route.name}' (also routes[{names[route.name]}])",
                          section=loc)
@@ -70,7 +73,52 @@ def check(doc: ConfigFile, upstreams: Collection[str], jwt_configured: bool, pro
             j, other = matches[same]
             problems.add(loc, f"same host, path and methods as routes[{j}] ('{other}')")
         matches.setdefault(same, (i, route.name))
+    _cache_bound(doc, problems)
     return derived
+
+
+def _auth(auth: Auth, loc: Loc, located: Located) -> None:
+    if auth.jwt is not None:
+        _jwt(auth.jwt, (*loc, "jwt"), located)
+    if auth.api_keys is not None:
+        _api_keys(auth.api_keys, (*loc, "api_keys"), located)
+        if auth.jwt is not None and auth.api_keys.claims_to_headers and auth.jwt.claims_to_headers:
+            located.add((*loc, "api_keys", "claims_to_headers"),
+                        "set it once, in auth.jwt.claims_to_headers: it applies to API-key consumers too", section=loc)
+
+
+def _api_keys(keys: ApiKeys, loc: Loc, located: Located) -> None:
+    """Each consumer has exactly one of ``key`` or ``key_sha256``, and no two consumers one key."""
+    seen: dict[bytes, int] = {}
+    for i, consumer in enumerate(keys.consumers or ()):
+        if consumer is None:
+            continue
+        where = (*loc, "consumers", i)
+        given = [name for name in ("key", "key_sha256") if getattr(consumer, name) is not None]
+        if len(given) != 1:
+            if not located.under((*where, "key")) and not located.under((*where, "key_sha256")):
+                located.add(where, "needs exactly one of key or key_sha256")
+            continue
+        digest = getattr(consumer, given[0])
+        if digest in seen:
+            located.add((*where, given[0]), f"the same key as {_text(loc)}.consumers[{seen[digest]}]: "
+                                            "a key names one consumer", section=where)
+            continue
+        seen[digest] = i
+
+
+def _text(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _cache_bound(doc: ConfigFile, located: Located) -> None:
+    """A memory store too small for a route's largest entry would never keep one of them."""
+    if doc.cache_store != "memory":
+        return
+    for i, route in enumerate(doc.routes or ()):
+        if route is not None and route.cache is not None and route.cache.max_entry_bytes > doc.cache_max_bytes:
+            located.add(("routes", i, "cache", "max_entry_bytes"),
+                        f"is larger than cache_max_bytes ({doc.cache_max_bytes}): such answers could never be kept")
 
 
 def _jwt(jwt: Jwt, loc: Loc, located: Located) -> None:
@@ -138,7 +186,7 @@ def _plugins(doc: ConfigFile, problems: Located, base_dir: str, derived: Derived
     return set(names)
 
 
-def _route(route: Route, loc: Loc, upstreams: Collection[str], jwt_configured: bool, plugins: set[str],
+def _route(route: Route, loc: Loc, upstreams: Collection[str], configured: tuple[str, ...], plugins: set[str],
            located: Located, derived: dict[str, Any]) -> tuple[str, ...] | None:
     """Check one route; fill ``derived``; return the methods it answers (None: every method)."""
     def add(where: Loc, message: str, section: Loc = loc) -> None:
@@ -171,12 +219,21 @@ def _route(route: Route, loc: Loc, upstreams: Collection[str], jwt_configured: b
         methods = derived["methods"] = ("GET",)  # HEAD follows GET; anything else is a 405
     if route.rewrite_prefix and not route.strip_prefix:
         derived["strip_prefix"] = True  # a rewrite replaces the prefix, so it is stripped first
-    mode = route.auth or ("required" if jwt_configured else "none")
-    if mode != "none" and not jwt_configured:
-        add((*loc, "auth"), f"'{mode}' needs auth.jwt to be configured")
+    mode = route.auth or ("required" if configured else "none")
+    if mode != "none" and not configured:
+        add((*loc, "auth"), f"'{mode}' needs auth.jwt or auth.api_keys to be configured")
     if route.scopes and mode == "none":
         add((*loc, "scopes"), "scopes need auth: required or optional")
     derived["auth"] = mode
+    derived["auth_methods"] = _auth_methods(route.auth_methods, (*loc, "auth_methods"), mode, configured, add)
+    if route.ip_allow is not None and not route.ip_allow:
+        add((*loc, "ip_allow"), "an empty allow list refuses every client: list the CIDRs to let in, or leave the key out")
+    _websocket(route, loc, methods, add)
+    if route.cache is not None:
+        if has_aggregate:
+            add((*loc, "cache"), "aggregate routes are not cached (only upstream answers are)")
+        elif methods is not None and "GET" not in methods and "HEAD" not in methods:
+            add((*loc, "cache"), "the route serves no GET or HEAD: nothing could be cached")
     if route.cors is not None:
         _cors(route.cors, (*loc, "cors"), located)
     for name in route.plugins:
@@ -188,3 +245,36 @@ def _route(route: Route, loc: Loc, upstreams: Collection[str], jwt_configured: b
         if len(set(route.plugins)) != len(route.plugins):
             add((*loc, "plugins"), "lists a plugin twice", (*loc, "plugins"))
     return methods
+
+
+def _auth_methods(methods: tuple[str, ...] | None, loc: Loc, mode: str, configured: tuple[str, ...],
+                  add: Callable[[Loc, str], None]) -> tuple[str, ...]:
+    """A route's ``auth_methods``: default every configured method (none on an ``auth: none`` route)."""
+    if methods is None:
+        return configured if mode != "none" else ()
+    if mode == "none":
+        add(loc, "auth_methods need auth: required or optional")
+        return ()
+    if not methods:
+        add(loc, f"must name at least one of {', '.join(AUTH_METHODS)}")
+    for method in methods:
+        if method not in configured:
+            section = "auth.jwt" if method == "jwt" else "auth.api_keys"
+            add(loc, f"'{method}' needs {section} to be configured")
+    if len(set(methods)) != len(methods):
+        add(loc, "lists a method twice")
+    return tuple(m for m in AUTH_METHODS if m in methods)
+
+
+def _websocket(route: Route, loc: Loc, methods: tuple[str, ...] | None, add: Callable[[Loc, str], None]) -> None:
+    """SPEC §6: a WebSocket route relays to one upstream and takes GET (the handshake); its limits
+    mean nothing on a route that relays no upgrade, so setting them there is a mistake, said so."""
+    if not route.websocket:
+        for key in ("websocket_idle_seconds", "websocket_max_message_bytes"):
+            if key in route.model_fields_set:
+                add((*loc, key), "only applies to a route with websocket: true")
+        return
+    if route.aggregate is not None:
+        add((*loc, "websocket"), "an aggregate route cannot relay WebSockets")
+    if methods is not None and "GET" not in methods:
+        add((*loc, "methods"), "a websocket route must allow GET (the handshake)")

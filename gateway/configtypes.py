@@ -34,11 +34,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .apikeys import MAX_KEY_BYTES, MIN_KEY_CHARS, RESERVED_KEY_HEADERS, digest_of
+from .compression import ENCODINGS
+from .policies.iprules import parse_rule
 from .tables import JWT_ALGORITHMS, PROXIED_METHODS
 from .yamldoc import UNSET, EnvText
 
 __all__ = ["GATEWAY_ERROR", "UNSET_ERROR", "EnvRef", "Invalid", "kind", "problem", "scalar", "expect",
-           "NULL_IS_EMPTY"]
+           "NULL_IS_EMPTY", "either", "bool_or_section", "ADMIN_TOKEN_MIN_BYTES", "AUTH_METHODS"]
 
 # The error types pydantic carries for us: a problem with its message, and an already reported reference.
 GATEWAY_ERROR = "gateway"
@@ -50,6 +53,15 @@ _UNPROXIED_METHODS = frozenset({"CONNECT", "TRACE"})
 # The header-name token of RFC 9110.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 HEADER_NAME = re.compile(f"^{_TOKEN}$")
+
+# A media type as compression.types names it: type/subtype, type/*, type/*+suffix or */*; no parameters.
+_MEDIA_TOKEN = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"  # a token without '*'
+_MEDIA_RANGE = rf"(\*/\*|{_MEDIA_TOKEN}/(\*|\*\+{_MEDIA_TOKEN}|{_MEDIA_TOKEN}))"
+
+ADMIN_TOKEN_MIN_BYTES = 32  # as for an HS* secret (SPEC §3): a guessable token guards reload and the config's view
+_B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"  # RFC 6750 §2.1: what a Bearer credential may hold
+
+AUTH_METHODS = ("jwt", "api_key")  # a route's auth_methods, in the order a route tries them
 
 
 class Invalid(Exception):
@@ -290,6 +302,108 @@ def parse_plugin_config(value: Any) -> dict[str, Any]:
     return value
 
 
+def parse_admin_token(value: Any) -> str:
+    """``admin.token``: a Bearer credential (RFC 6750 b64token) of at least 32 bytes."""
+    token = parse_str()(value)
+    if not re.fullmatch(_B64TOKEN, token):
+        raise Invalid("must be a Bearer token: letters, digits and - . _ ~ + / (then any '='), "
+                      "e.g. the output of `openssl rand -hex 32`")
+    if len(token) < ADMIN_TOKEN_MIN_BYTES:
+        raise Invalid(f"must be at least {ADMIN_TOKEN_MIN_BYTES} bytes, got {len(token)} "
+                      "(`openssl rand -hex 32` makes one)")
+    return token
+
+
+def parse_key_header(value: Any) -> str:
+    """``auth.api_keys.header``: a header name the gateway neither reads nor sets for another purpose."""
+    name = parse_header_name(value)
+    if name.lower() in RESERVED_KEY_HEADERS:
+        raise Invalid(f"'{name}' is a header the gateway reads or sets itself; name another (X-Api-Key)")
+    return name
+
+
+def parse_key_claim_headers(value: Any) -> dict[str, str]:
+    mapping = parse_claim_headers(value)
+    for claim in mapping:
+        if claim not in ("sub", "scope"):
+            raise Invalid(f"a consumer has the claims sub and scope only, not '{claim}'")
+    return mapping
+
+
+def parse_subject(value: Any) -> str:
+    value = parse_str()(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise Invalid("must not hold control characters (it is sent upstream as a header value)")
+    return value
+
+
+def parse_plaintext_key(value: Any) -> bytes:
+    """A plaintext API key, checked and hashed at once: what is loaded is its SHA-256 digest only.
+    A message never echoes the key."""
+    if isinstance(value, EnvText):
+        value = value.text
+    if not isinstance(value, str):
+        raise Invalid(f"expected a string, got {kind(value)}")
+    if not all("!" <= c <= "~" for c in value):
+        raise Invalid("must be printable ASCII without spaces (a header value carries it as is)")
+    if not MIN_KEY_CHARS <= len(value) <= MAX_KEY_BYTES:
+        raise Invalid(f"must be {MIN_KEY_CHARS} to {MAX_KEY_BYTES} characters (`gateway key` makes one)")
+    return digest_of(value)
+
+
+def parse_key_digest(value: Any) -> bytes:
+    value = parse_str()(value)
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise Invalid("expected the 64 hex digits of a SHA-256 digest (`gateway key` prints one)")
+    return bytes.fromhex(value)
+
+
+def parse_ip_rule(value: Any) -> str:
+    """A CIDR or an address as :func:`gateway.policies.iprules.parse_rule` takes it (host bits set refused)."""
+    value = parse_str()(value)
+    try:
+        parse_rule(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return value
+
+
+def parse_media_ranges(value: Any) -> tuple[str, ...]:
+    types = parse_str_list()(value)
+    if not types:
+        raise Invalid("must name at least one type")
+    for i, media in enumerate(types):
+        if not re.fullmatch(_MEDIA_RANGE, media):
+            raise Invalid(f"item {i}: '{media}' is not a media type (type/subtype, type/*, type/*+suffix or */*)")
+    return tuple(media.lower() for media in types)
+
+
+def parse_encodings(value: Any) -> tuple[str, ...]:
+    names = parse_str_list(parse_str(ENCODINGS))(value)
+    if not names:
+        raise Invalid(f"must name at least one of {', '.join(ENCODINGS)}")
+    if len(set(names)) != len(names):
+        raise Invalid("lists an encoding twice")
+    return names
+
+
+def either(what: str) -> WrapValidator:
+    """A key that is ``true``, ``false`` or a section (``compression``): anything else is ``expected {what},
+    got {kind}`` at the key, before the union picks its branch."""
+    def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
+        if value is UNSET:
+            raise _unset()
+        if not isinstance(value, (bool, dict)):
+            raise problem(f"expected {what}, got {kind(value)}")
+        return handler(value)
+    return WrapValidator(validate)
+
+
+def bool_or_section(value: Any) -> str:
+    """The branch of a ``true | false | section`` union (a tag of gateway.schema.TAGS)."""
+    return "<bool>" if isinstance(value, bool) else "<section>"
+
+
 def _file(value: Any, info: ValidationInfo) -> str:
     """A file that must exist: as given when it exists from here, else relative to the config's folder
     (``base_dir`` in the validation context)."""
@@ -355,5 +469,22 @@ RateLimitStore = Annotated[str, scalar(parse_rate_limit_store, Annotated[str, Fi
                                        | EnvRef)]
 PluginConfigMap = Annotated[dict[str, Any], scalar(parse_plugin_config, dict[str, Any] | None)]
 File = Annotated[str, PlainValidator(_file, json_schema_input_type=_Text)]
+AdminToken = Annotated[str, scalar(parse_admin_token, Annotated[str, Field(pattern=rf"^(?=.{{{ADMIN_TOKEN_MIN_BYTES},}}$)"
+                                                                                   rf"{_B64TOKEN}$")] | EnvRef)]
+KeyHeader = Annotated[str, scalar(parse_key_header, _WrittenHeaderName)]
+KeyClaimHeaders = Annotated[dict[str, str], scalar(parse_key_claim_headers,
+                                                   dict[Literal["sub", "scope"], _WrittenHeaderName])]
+Subject = Annotated[str, scalar(parse_subject, _Text)]
+PlaintextKey = Annotated[bytes, scalar(parse_plaintext_key, Annotated[str, Field(
+    pattern=f"^[!-~]{{{MIN_KEY_CHARS},{MAX_KEY_BYTES}}}$")] | EnvRef)]
+KeyDigest = Annotated[bytes, scalar(parse_key_digest, Annotated[str, Field(pattern="^[0-9a-fA-F]{64}$")] | EnvRef)]
+_WrittenAuthMethod = Literal[AUTH_METHODS] | EnvRef  # type: ignore[valid-type]
+AuthMethods = Annotated[tuple[str, ...], scalar(parse_str_list(parse_str(AUTH_METHODS)),
+                                                _WrittenAuthMethod | list[_WrittenAuthMethod])]
+IpRules = Annotated[tuple[str, ...], scalar(parse_str_list(parse_ip_rule), _Text | list[_Text])]
+_WrittenMediaRange = Annotated[str, Field(pattern=f"^{_MEDIA_RANGE}$")] | EnvRef
+MediaRanges = Annotated[tuple[str, ...], scalar(parse_media_ranges, _WrittenMediaRange | list[_WrittenMediaRange])]
+_WrittenEncoding = Literal[ENCODINGS] | EnvRef  # type: ignore[valid-type]
+Encodings = Annotated[tuple[str, ...], scalar(parse_encodings, _WrittenEncoding | list[_WrittenEncoding])]
 # A mapping's key naming a section (an upstream): any scalar, as text.
 Name = Annotated[str, PlainValidator(str, json_schema_input_type=str)]

@@ -2,8 +2,8 @@
 
 The echo upstream answers every request with a JSON description of what it
 received (method, path, query, headers, body size), which makes the headers
-the gateway adds visible. The demo prints a fresh token and three curl lines
-that work exactly as printed.
+the gateway adds visible; under ``/chat`` it is a WebSocket echo. The demo prints a
+fresh token, three curl lines and a WebSocket client line that work exactly as printed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
+from tornado.websocket import WebSocketHandler
 
 from .loader import load_config
 from .logs import configure_logging
@@ -50,8 +51,19 @@ class EchoHandler(RequestHandler):
     get = head = post = delete = patch = put = options = _echo
 
 
+class EchoSocket(WebSocketHandler):
+    """The demo's WebSocket route: says who the gateway said the caller is, then echoes each message."""
+
+    def open(self, *args: str) -> None:
+        self.write_message(f"hello {self.request.headers.get('X-User-Id', 'anonymous')}, "
+                           f"request id {self.request.headers.get('X-Request-Id')}")
+
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(message, binary=isinstance(message, bytes))
+
+
 def echo_app() -> Application:
-    return Application([(r".*", EchoHandler)])
+    return Application([(r"/chat.*", EchoSocket), (r".*", EchoHandler)])
 
 
 def run_demo() -> int:
@@ -72,6 +84,7 @@ async def _demo() -> int:
 
     def announce(server: GatewayServer) -> None:
         base = f"http://{config.server.host}:{server.port}"
+        ws_base = f"ws://{config.server.host}:{server.port}"
         token = mint_token(key=jwt.secret or "", algorithm=jwt.algorithms[0], subject="demo-user",
                            scopes="orders:read orders:write", ttl_seconds=3600, audience=None, issuer=None,
                            extra_claims={})
@@ -85,6 +98,9 @@ Try:
   curl -s '{base}/public/hello?lang=en'
   curl -s -H "Authorization: Bearer {token}" {base}/api/orders/7
   curl -s -X POST -H "Authorization: Bearer {token}" -H 'Content-Type: application/json' -d '{{"item": "book"}}' {base}/api/orders
+
+A WebSocket through the gateway (route chat, websocket: true; the token is checked at the handshake):
+  .venv/bin/python -c 'with __import__("websockets.sync.client").sync.client.connect("{ws_base}/chat", additional_headers={{"Authorization": "Bearer {token}"}}) as ws: print(ws.recv()); ws.send("hi"); print(ws.recv())'
 
 Without the token, /api/orders answers 401. Ctrl-C stops the demo.
 """, flush=True)

@@ -16,6 +16,9 @@ certificate or library message::
     ├── MissingToken          401 missing_token
     ├── InvalidToken          401 invalid_token
     ├── InsufficientScope     403 insufficient_scope
+    ├── MissingCredentials    401 missing_credentials
+    ├── InvalidApiKey         401 invalid_api_key
+    ├── Forbidden             403 forbidden
     ├── NoRoute               404 no_route
     ├── MethodNotAllowed      405 method_not_allowed
     ├── RequestTimeout        408 request_timeout
@@ -96,14 +99,40 @@ class InvalidToken(GatewayError):
 class InsufficientScope(GatewayError):
     status, code, default_message = 403, "insufficient_scope", "the token lacks a required scope"
 
-    def __init__(self, missing: tuple[str, ...] | list[str] = ()) -> None:
+    def __init__(self, missing: tuple[str, ...] | list[str] = (), bearer: bool = True) -> None:
         needed = " ".join(missing)
         message = f"missing scope: {needed}" if needed else None
         super().__init__(message)
-        challenge = _bearer_challenge("insufficient_scope", self.message)
-        if needed:
-            challenge += f', scope="{needed}"'
-        self.headers["WWW-Authenticate"] = challenge
+        if bearer:  # RFC 6750 §3.1; an API-key caller gets no Bearer challenge (it holds no token)
+            challenge = _bearer_challenge("insufficient_scope", self.message)
+            if needed:
+                challenge += f', scope="{needed}"'
+            self.headers["WWW-Authenticate"] = challenge
+
+
+class MissingCredentials(GatewayError):
+    """No credential on a route that takes an API key (with or without a bearer token).
+    ``challenges``: the route's ``WWW-Authenticate`` value (a 401 must carry one, RFC 9110 §15.5.2)."""
+
+    status, code, default_message = 401, "missing_credentials", "credentials are required"
+
+    def __init__(self, message: str | None = None, challenges: str = 'Key realm="gateway"') -> None:
+        super().__init__(message, {"WWW-Authenticate": challenges})
+
+
+class InvalidApiKey(GatewayError):
+    """An API key that names no consumer (or is empty or too long). The message never holds the key."""
+
+    status, code, default_message = 401, "invalid_api_key", "the API key is not valid"
+
+    def __init__(self, message: str | None = None, challenges: str = 'Key realm="gateway"') -> None:
+        super().__init__(message, {"WWW-Authenticate": challenges})
+
+
+class Forbidden(GatewayError):
+    """The route's IP rules do not let the client's address in."""
+
+    status, code, default_message = 403, "forbidden", "this address may not use this route"
 
 
 class NoRoute(GatewayError):

@@ -26,10 +26,11 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from .config import ConfigError, GatewayConfig, Origin, TargetConfig
+from .config import CompressionConfig, ConfigError, GatewayConfig, Origin, TargetConfig
 from .configchecks import Derived, check
 from .configerrors import Located
-from .schema import ConfigFile, Section, Target, Upstream
+from .configtypes import AUTH_METHODS
+from .schema import Compression, ConfigFile, Section, Target, Upstream
 from .yamldoc import Problems, printable, read_document, substitute
 
 __all__ = ["load_config", "parse_config", "build", "salvage", "ConfigError"]
@@ -64,7 +65,7 @@ def parse_config(text: str, source: str = "<string>", environ: Mapping[str, str]
     parts = doc if doc is not None else salvage(ConfigFile, raw, context)
     derived = Derived()
     if parts is not None:
-        derived = check(parts, _upstream_names(raw), _jwt_given(raw), located, base_dir)
+        derived = check(parts, _upstream_names(raw), _auth_given(raw), located, base_dir)
     if problems or located or doc is None:
         found = [printable(problem) for problem in problems] + located.lines(raw)
         raise ConfigError(found or ["(top level): the configuration cannot be loaded"])
@@ -76,24 +77,30 @@ def _upstream_names(raw: Any) -> set[str]:
     return {str(name) for name in upstreams} if isinstance(upstreams, dict) else set()
 
 
-def _jwt_given(raw: Any) -> bool:
+def _auth_given(raw: Any) -> tuple[str, ...]:
+    """The auth methods whose section the file gives (``jwt``, ``api_key``), valid or not."""
     auth = raw.get("auth") if isinstance(raw, dict) else None
-    return isinstance(auth, dict) and auth.get("jwt") is not None
+    if not isinstance(auth, dict):
+        return ()
+    return tuple(method for method, key in zip(AUTH_METHODS, ("jwt", "api_keys"), strict=True)
+                 if auth.get(key) is not None)
 
 
 # --- validated models → dataclasses ---
 
 def build(section: Section, **given: Any) -> Any:
     """The dataclass ``section.builds`` from the keys given in the file (the dataclass's defaults for
-    the rest), each nested section built too; ``given`` are values worked out elsewhere, which win."""
+    the rest), each nested section built too; ``given`` are values worked out elsewhere, which win.
+    A field of ``section.into`` is passed as the attribute it names."""
     kw = dict(given)
     if isinstance(section, Upstream):  # a target's origin and base path come from its URL
         kw.setdefault("targets", tuple(_target(entry) for entry in section.targets))
     for name in section.model_fields_set:
         value = getattr(section, name)
-        if name in kw or value is None:
+        attribute = section.into.get(name, name)
+        if attribute in kw or value is None:
             continue
-        kw[name] = _loaded(value)
+        kw[attribute] = _loaded(value)
     if isinstance(section, Upstream):
         kw["targets"] = tuple(_target(entry) for entry in section.targets)
     return section.builds(**kw)
@@ -121,8 +128,18 @@ def _build_file(doc: ConfigFile, derived: Derived, source: str) -> GatewayConfig
     routes = tuple(build(route, **derived.routes.get(i, {})) for i, route in enumerate(doc.routes or ()))
     plugins = tuple(build(plugin, config=plugin.config or {}, plugin=derived.plugins[plugin.name])
                     for plugin in doc.plugins or ())
-    config: GatewayConfig = build(doc, routes=routes, plugins=plugins, source=source)
+    config: GatewayConfig = build(doc, routes=routes, plugins=plugins, source=source,
+                                  compression=_global_compression(doc.compression))
     return config
+
+
+def _global_compression(value: bool | Compression | None) -> CompressionConfig | None:
+    """The global ``compression``: ``true`` is the defaults, ``false`` (or nothing) none; a route's own
+    ``true``/``false`` is kept as written (the runtime reads it against the global section)."""
+    if isinstance(value, Compression):
+        built: CompressionConfig = build(value)
+        return built
+    return CompressionConfig() if value is True else None
 
 
 # --- salvage: what of an invalid file the checks can still look at ---
@@ -154,6 +171,7 @@ def salvage(model: type[Section], raw: Any, context: dict[str, Any]) -> Any:
             if value is not None:
                 setattr(part, name, value)
     return part
+
 
 
 def _salvage_value(annotation: Any, raw: Any, context: dict[str, Any]) -> Any:

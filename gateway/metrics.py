@@ -95,11 +95,21 @@ class Metrics:
         self.plugin_duration = Histogram(
             "gateway_plugin_duration_seconds", "Time spent in a plugin's on_request and on_response, by plugin.",
             ("plugin",), buckets=PLUGIN_BUCKETS, registry=registry)
+        self.websocket_connections = Gauge(
+            "gateway_websocket_connections", "WebSockets open now (relayed after the upstream's 101), by route.",
+            ("route",), registry=registry, multiprocess_mode="livesum")
+        self.websocket_messages = Counter(
+            "gateway_websocket_messages_total", "WebSocket messages relayed, by route and direction "
+            "(to_upstream | to_client).", ("route", "direction"), registry=registry)
+        self.cache = Counter(
+            "gateway_cache_total", "Requests on cache routes, by route and result (hit | miss | bypass | unavailable).",
+            ("route", "result"), registry=registry)
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._plugins: dict[str, Any] = {}
         self._durations: dict[str, Any] = {}
         self._upstreams: dict[tuple[str, str], Any] = {}
         self._retries: dict[str, Any] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
         self._in_flight_set = self.in_flight.set
 
     # --- the request path ---
@@ -144,8 +154,22 @@ class Metrics:
     def rate_limit_degraded(self) -> None:
         self.rate_limit_fail_open.inc()
 
+    def cache_result(self, route: str, result: str) -> None:
+        """One request on a cache route: hit, miss, bypass or unavailable (the store down: a miss)."""
+        key = (route, result)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = self.cache.labels(route, result)
+        child.inc()
+
     def set_in_flight(self, count: int) -> None:
         self._in_flight_set(count)
+
+    def websocket_children(self, route: str) -> tuple[Any, Any, Any]:
+        """The route's open-sockets gauge and its two message counters (to_upstream, to_client),
+        resolved once per socket: a relayed message then costs one ``inc``."""
+        return (self.websocket_connections.labels(route), self.websocket_messages.labels(route, "to_upstream"),
+                self.websocket_messages.labels(route, "to_client"))
 
     # --- state changes, off the request path ---
 
@@ -166,6 +190,14 @@ class Metrics:
         self.jwks_refresh.labels(result).inc()
 
     # --- the scrape ---
+
+    def families(self) -> Any:
+        """The metric families a scrape shows (every worker's merged): for ``/-/stats``."""
+        if not self.multiprocess_dir:
+            return self.registry.collect()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return merged.collect()
 
     def exposition(self) -> bytes:
         """The Prometheus text format: this process's registry, or every worker's files merged."""

@@ -13,12 +13,16 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tornado.httpclient import AsyncHTTPClient
 
 from .aggregate import AggregatePlan
+from .apikeys import ApiKeyRing
 from .auth import Authenticator
+from .cache import build_cache_store
+from .cache.store import CacheStore
+from .compression import Compression, compression_for
 from .config import GatewayConfig, RouteConfig, UpstreamConfig
 from .headers import HeaderPlan, TrustedProxies
 from .policies import Step
@@ -26,11 +30,13 @@ from .policies.build import StepBuilder
 from .policies.headers import HeaderRules
 from .policies.ratelimit import LimitKey, RateLimitStore, build_store
 from .policies.route import RouteStep
+from .recent import RecentErrors
 from .routing import RouteTable
 from .upstream.forward import Timeouts
 from .upstream.pool import Target, UpstreamPool
 from .upstream.request import GatewayRequest, template
 from .upstream.tls import TlsContexts
+from .websocket import WebSocketPlan
 
 if TYPE_CHECKING:
     from .accesslog import AccessLog
@@ -54,6 +60,8 @@ class RoutePlan:
     responders: tuple[tuple[int, Step], ...]  # those of them with an on_response, by index
     aggregate: AggregatePlan | None = None
     request: GatewayRequest | None = None  # the template each forwarded request derives from (None: no upstream)
+    websocket: WebSocketPlan | None = None  # a websocket: true route's limits (gateway.websocket)
+    compression: Compression | None = None  # None: the route's answers go as they are
 
 
 class Runtime:
@@ -76,6 +84,7 @@ class Runtime:
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
         self.authenticator = (Authenticator(config.auth.jwt, on_jwks_refresh=on_jwks_refresh)
                               if config.auth.jwt is not None else None)
+        self.api_keys = _key_ring(config)
         # The store is built by start(), in the running loop: redis-py's asyncio client
         # belongs to the loop that runs it, and a runtime built only to check a config
         # (`gateway check`, or serve before its loop starts) must not hold a Redis pool.
@@ -98,11 +107,12 @@ class Runtime:
             self.pools[name] = old if old is not None and old.config == upstream and old.ssl_context is context \
                 else UpstreamPool(upstream, ssl_context=context, on_state_change=_for_upstream(on_target_change, name))
         self._ssl = {name: pool.ssl_context for name, pool in self.pools.items() if pool.ssl_context is not None}
-        header_rules = HeaderRules(self.authenticator)
+        header_rules = HeaderRules(self.authenticator, self.api_keys)
         builder = StepBuilder(
             config.server, config.cors, self.authenticator, {p.name: p.plugin for p in config.plugins},
             on_rate_limited=metrics.rate_limit_refused if metrics is not None else None,
-            on_plugin_time=metrics.plugin_time if metrics is not None else None)
+            on_plugin_time=metrics.plugin_time if metrics is not None else None, keys=self.api_keys,
+            on_cache_result=metrics.cache_result if metrics is not None else None)
         self.plans: dict[str, RoutePlan] = {}
         for route in config.routes:
             target_upstream = config.upstreams.get(route.upstream) if route.upstream else None
@@ -127,9 +137,20 @@ class Runtime:
                 request=template(connect_timeout=timeouts.connect_seconds, request_timeout=timeouts.request_seconds,
                                  ssl_context=ssl_context, max_idle=target_upstream.max_idle_connections)
                 if target_upstream is not None else None,
+                websocket=WebSocketPlan.for_route(route),
+                compression=compression_for(route.compression, config.compression),
             )
         self.route_step = RouteStep(self.routes, self.plans, self.trusted_proxies)
         self._rate_limit_steps = tuple(builder.rate_limit_steps)
+        # The cache store, like the rate-limit store, is built by start() in the running loop; a reload
+        # that keeps its settings keeps it, so the entries survive the reload.
+        self._cache_steps = tuple(builder.cache_steps)
+        self.cache_store: CacheStore | None = None
+        self._inherited_cache = (
+            previous.cache_store
+            if previous is not None and (previous.config.cache_store, previous.config.cache_max_bytes)
+            == (config.cache_store, config.cache_max_bytes) else None
+        )
 
     async def start(self) -> None:
         """Build the rate-limit store; start background work: health checks and key refresh."""
@@ -139,6 +160,11 @@ class Runtime:
                 on_degraded=self._on_rate_limit_degraded)
         for step in self._rate_limit_steps:
             step.store = self.rate_limits
+        if self._cache_steps and self.cache_store is None:
+            self.cache_store = self._inherited_cache or build_cache_store(
+                self.config.cache_store, max_bytes=self.config.cache_max_bytes)
+        for cache_step in self._cache_steps:
+            cache_step.store = self.cache_store
         for pool in self.pools.values():
             await pool.start()
         if self.authenticator is not None:
@@ -154,6 +180,8 @@ class Runtime:
             await self.authenticator.stop()
         if self.rate_limits is not None and (successor is None or successor.rate_limits is not self.rate_limits):
             await self.rate_limits.close()
+        if self.cache_store is not None and (successor is None or successor.cache_store is not self.cache_store):
+            await self.cache_store.close()
 
     def ready(self) -> bool:
         """Config loaded and every upstream has a healthy target."""
@@ -179,8 +207,10 @@ class RuntimeHolder:
         self.access_log = access_log
         self.draining = False
         self.cutting = False  # drain_seconds ran out: the gateway itself closes the connections left
+        self.websockets: set[Any] = set()  # relays open now (gateway.http.websocket), closed 1001 after the drain
         self._in_flight = 0
         self._report_in_flight = metrics.set_in_flight
+        self.recent_errors = RecentErrors()  # the last error answers, for /-/errors and the dashboard
 
     @property
     def in_flight(self) -> int:
@@ -196,6 +226,8 @@ class RuntimeHolder:
                     route: str) -> None:
         """Called once per finished request on the main listener: counts it and writes its access-log line."""
         self.metrics.request_done(route, method, status, seconds)
+        if status >= 400:
+            self.recent_errors.record(status, route, method, path, ctx.request_id)
         if self.access_log is not None:
             self.access_log.write(
                 request_id=ctx.request_id, client=ctx.client_ip, method=method, path=path,
@@ -209,6 +241,17 @@ def _for_upstream(report: Callable[[str, Target], None] | None, upstream: str) -
     if report is None:
         return None
     return lambda target: report(upstream, target)
+
+
+def _key_ring(config: GatewayConfig) -> ApiKeyRing | None:
+    """``auth.api_keys`` compiled, with the identity mapping of ``auth.jwt`` when configured (one
+    mapping for both kinds of caller), else the section's own."""
+    keys, jwt = config.auth.api_keys, config.auth.jwt
+    if keys is None:
+        return None
+    if jwt is not None:
+        return ApiKeyRing(keys, jwt.claims_to_headers, jwt.scope_claim)
+    return ApiKeyRing(keys, keys.claims_to_headers)
 
 
 def _uses_tls(upstream: UpstreamConfig) -> bool:

@@ -10,7 +10,10 @@ How a model maps onto its dataclass (:func:`gateway.loader.build`): ``builds`` n
 field's name is the dataclass attribute and its ``alias``, if any, the key an operator types
 (``connect_timeout_seconds`` / ``connect_timeout``); a key not given is not passed, so the
 dataclass's default applies (defaults shown in the schema are read from the dataclasses, not copied).
-A section in a mapping (``upstreams``) gets its key as ``name``.
+A section in a mapping (``upstreams``) gets its key as ``name``. A field of ``into`` loads into an
+attribute of another name (``key`` / ``key_sha256`` of an API key consumer: a plaintext key is hashed at
+load, so both are the digest). ``true | false | section`` keys (``compression``) are a tagged union, as
+a target is (URL or section); :data:`TAGS` are the branch names, left out of the problems' locations.
 
 ``${VAR}`` references: the schema checks the file as the editor sees it, before substitution;
 wherever a scalar may stand, a string holding a reference is also accepted (``$defs/EnvRef``).
@@ -35,23 +38,32 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from . import config
 from .configtypes import (
     NULL_IS_EMPTY,
+    AdminToken,
     Algorithms,
     AnyText,
+    AuthMethods,
     Bool,
     Choice,
     Cidrs,
     ClaimHeaders,
+    Encodings,
     File,
     HeaderMap,
     HeaderNames,
     HttpUrl,
     Int,
+    IpRules,
+    KeyClaimHeaders,
+    KeyDigest,
+    KeyHeader,
     LowerText,
+    MediaRanges,
     Methods,
     Name,
     NonNegativeInt,
     PartPath,
     Path,
+    PlaintextKey,
     PluginConfigMap,
     Port,
     PositiveInt,
@@ -60,9 +72,12 @@ from .configtypes import (
     Seconds,
     SecondsOrZero,
     Statuses,
+    Subject,
     TargetUrl,
     Text,
     TextList,
+    bool_or_section,
+    either,
     expect,
 )
 
@@ -77,6 +92,9 @@ class Section(BaseModel):
     # python-re: the clean-path pattern needs look-ahead, which pydantic's default engine lacks.
     model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
     builds: ClassVar[Any]  # the gateway.config dataclass this section loads into
+    # A field loaded into a dataclass attribute of another name ({field: attribute}); the checks make sure
+    # that at most one field of those naming one attribute is given (an API key or its digest).
+    into: ClassVar[dict[str, str]] = {}
 
 
 class ServerTls(Section):
@@ -110,6 +128,9 @@ class Admin(Section):
     builds = config.AdminConfig
     host: Text = Field(config.AdminConfig.host, description="address to listen on")
     port: Port = Field(config.AdminConfig.port, description="TCP port; 0 = an ephemeral port, logged at start")
+    token: AdminToken = Field(default=None, description=(
+        "when set, every admin data endpoint needs Authorization: Bearer <token>; "
+        "at least 32 bytes (e.g. `openssl rand -hex 32`)"))
 
 
 class Jwt(Section):
@@ -136,9 +157,35 @@ class Jwt(Section):
     cache_size: NonNegativeInt = Field(config.JwtConfig.cache_size, description="verified tokens kept; 0 disables")
 
 
+class ApiKeyConsumer(Section):
+    """One API key and who it speaks for; exactly one of ``key`` or ``key_sha256`` (both load as the
+    digest: the plaintext key is hashed at load and not kept)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["key"]}, {"required": ["key_sha256"]}]})
+    builds = config.ApiKeyConsumer
+    into = {"key": "key_sha256"}
+    subject: Subject = Field(description="the caller's identity, as a token's sub claim")
+    key: PlaintextKey = Field(
+        default=None, description="the key itself (16-1024 printable ASCII), e.g. ${PARTNER_KEY}; hashed at load")
+    key_sha256: KeyDigest = Field(default=None, description="SHA-256 of the key, hex (`gateway key --subject S` prints it)")
+    scopes: TextList = Field(default_factory=tuple, description="the consumer's scopes")
+
+
+class ApiKeys(Section):
+    """API keys: consumers identified by a key in one request header."""
+
+    builds = config.ApiKeysConfig
+    header: KeyHeader = Field(config.ApiKeysConfig.header, description="the request header that carries the key")
+    consumers: Annotated[list[Annotated[ApiKeyConsumer, NULL_IS_EMPTY]], Field(min_length=1),
+                         expect(list, "a non-empty list of consumers", nonempty=True, got=False)]
+    claims_to_headers: KeyClaimHeaders = Field(
+        default_factory=dict, description="identity headers when auth.jwt is absent (else its claims_to_headers)")
+
+
 class Auth(Section):
     builds = config.AuthConfig
     jwt: Jwt | None = None
+    api_keys: ApiKeys | None = None
 
 
 class Target(Section):
@@ -151,7 +198,7 @@ class Target(Section):
 # without its name and path), as for a section key given with no value (configtypes.NULL_IS_EMPTY).
 # A target is a URL or {url, weight}; the tags pick the branch (no per-branch error noise) and are
 # left out of the locations by gateway.configerrors.
-TAGS = frozenset({"<url>", "<target>"})
+TAGS = frozenset({"<url>", "<target>", "<bool>", "<section>"})
 TargetEntry = Annotated[Annotated[TargetUrl, Tag("<url>")] | Annotated[Target, NULL_IS_EMPTY, Tag("<target>")],
                         Discriminator(lambda value: "<url>" if isinstance(value, str) else "<target>")]
 
@@ -237,6 +284,40 @@ class HeaderRules(Section):
     remove: HeaderNames = Field(default_factory=tuple)
 
 
+class Cache(Section):
+    """GET/HEAD 200 answers kept (SPEC §8)."""
+
+    builds = config.CacheConfig
+    ttl_seconds: Seconds = Field(config.CacheConfig.ttl_seconds, description=(
+        "freshness when the upstream gives none (max-age, s-maxage, Expires), and the cap on what it gives, seconds"))
+    shared: Bool = Field(config.CacheConfig.shared, description=(
+        "on an authenticated route: one entry for every caller instead of one per subject"))
+    max_entry_bytes: PositiveInt = Field(config.CacheConfig.max_entry_bytes,
+                                         description="larger answers stream through uncached, bytes")
+
+
+class Compression(Section):
+    """gzip and br of answers whose type matches (SPEC §8)."""
+
+    builds = config.CompressionConfig
+    min_bytes: NonNegativeInt = Field(config.CompressionConfig.min_bytes,
+                                      description="a declared Content-Length below this is not compressed, bytes")
+    types: MediaRanges = Field(
+        default_factory=lambda: config.CompressionConfig.types,
+        description="Content-Types compressed: type/subtype, type/*, type/*+suffix or */* (parameters ignored)")
+    encodings: Encodings = Field(default_factory=lambda: config.CompressionConfig.encodings,
+                                 description="offered codings, preferred first when the client weighs them equally")
+    gzip_level: Annotated[int, Int(ge=1, le=9)] = Field(config.CompressionConfig.gzip_level,
+                                                        description="zlib level 1-9")
+    brotli_quality: Annotated[int, Int(ge=0, le=11)] = Field(config.CompressionConfig.brotli_quality,
+                                                             description="brotli quality 0-11")
+
+
+# ``compression``: true, false or the section; the tags pick the branch, as for a target.
+BoolOrCompression = Annotated[Annotated[Bool, Tag("<bool>")] | Annotated[Compression, Tag("<section>")],
+                              Discriminator(bool_or_section)]
+
+
 class AggregatePart(Section):
     builds = config.AggregatePart
     name: Text
@@ -271,6 +352,18 @@ class Route(Section):
                          expect(list, "a non-empty list of parts", nonempty=True, got=False)] = Field(
         default=None, description="GET several upstreams and merge their JSON")
     plugins: TextList = Field(default_factory=tuple, description="names from plugins, run in this order")
+    auth_methods: AuthMethods = Field(
+        default=None, description="credentials this route accepts; default: every configured one")
+    ip_allow: IpRules = Field(default=None, description="CIDRs let in (the client address after trusted_proxies)")
+    ip_deny: IpRules = Field(default=None, description="CIDRs refused with 403; deny wins over allow")
+    websocket: Bool = Field(config.RouteConfig.websocket, description="relay Upgrade: websocket handshakes (SPEC §6)")
+    websocket_idle_seconds: Seconds = Field(config.RouteConfig.websocket_idle_seconds,
+                                            description="no frame either way this long: close 1001 (websocket routes)")
+    websocket_max_message_bytes: Annotated[int, Int(ge=1, le=1 << 30)] = Field(
+        config.RouteConfig.websocket_max_message_bytes, description="a larger message: close 1009 (websocket routes)")
+    cache: Cache | None = Field(default=None, description="keep GET/HEAD answers (upstream routes)")
+    compression: Annotated[BoolOrCompression, either("true, false or a mapping")] = Field(
+        default=None, description="false: off; true: the global section (or the defaults); or the route's own")
 
 
 class Plugin(Section):
@@ -306,6 +399,12 @@ class ConfigFile(Section):
     cors: Cors | None = None
     logging: Logging | None = None
     plugins: Annotated[list[Annotated[Plugin, NULL_IS_EMPTY]], expect(list, "a list of plugins")] | None = None
+    cache_store: RateLimitStore = Field(config.GatewayConfig.cache_store,
+                                        description="memory | redis://host:port/db (shared by every instance)")
+    cache_max_bytes: Annotated[int, Int(ge=1024)] = Field(
+        config.GatewayConfig.cache_max_bytes, description="the memory cache store's bound (least recently used out), bytes")
+    compression: Annotated[BoolOrCompression, either("a mapping")] | None = Field(
+        default=None, description="gzip/br of matching answers, for every route that does not say otherwise")
 
 
 def config_schema() -> dict[str, Any]:

@@ -37,7 +37,9 @@ from tornado.netutil import bind_sockets
 from .accesslog import AccessLog
 from .admin import make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
+from .headwait import CLIENT_IDLE_SECONDS, HeadDeadline
 from .http.app import GatewayApplication
+from .http.websocket import close_websockets
 from .loader import load_config
 from .logs import configure_logging
 from .malformed import GatewayHTTPServer
@@ -93,6 +95,8 @@ class GatewayServer:
     without them :meth:`start` binds its own.
     """
 
+    head_wait_seconds = CLIENT_IDLE_SECONDS  # how long a client connection may wait for a request head
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -113,6 +117,7 @@ class GatewayServer:
         self.admin_sockets: list[socket.socket] = admin_sockets or []
         self.http_server: HTTPServer | None = None
         self.admin_server: HTTPServer | None = None
+        self.head_deadline: HeadDeadline | None = None
         self._on_reloaded = on_reloaded
         self._reload_lock = asyncio.Lock()
 
@@ -149,8 +154,9 @@ class GatewayServer:
             ssl_options=_server_ssl(self.config),
             max_header_size=MAX_HEADER_BYTES_READ,
             max_body_size=1 << 62,  # ProxyHandler answers 413 itself, as JSON
-            idle_connection_timeout=75,
         )
+        self.head_deadline = HeadDeadline(self.http_server, self.head_wait_seconds)  # idle and slow heads
+        self.head_deadline.start()
         self.http_server.add_sockets(self.sockets)
         self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
         self.admin_server.add_sockets(self.admin_sockets)
@@ -195,12 +201,14 @@ class GatewayServer:
     async def shutdown(self) -> None:
         """Stop accepting, drain requests in flight within drain_seconds, stop background work."""
         self.holder.draining = True
+        if self.head_deadline is not None:
+            self.head_deadline.stop()
         for server in (self.http_server, self.admin_server):
             if server is not None:
                 server.stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.server.drain_seconds
-        while self.holder.in_flight > 0 and loop.time() < deadline:
+        while (self.holder.in_flight > 0 or self.holder.websockets) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         if self.holder.in_flight:
             # The gateway cuts these, not their clients: their access-log lines read 503.
@@ -208,6 +216,7 @@ class GatewayServer:
                         "the gateway is closing their connections, unanswered", self.config.server.drain_seconds,
                         self.holder.in_flight)
         self.holder.cutting = True
+        await close_websockets(self.holder)  # SPEC §6: close 1001, once drain_seconds is over
         for server in (self.http_server, self.admin_server):
             if server is not None:
                 await server.close_all_connections()

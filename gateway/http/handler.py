@@ -14,7 +14,9 @@ unknown length: fed to the upstream as it arrives, never retried), within the
 body limit and the body timeout. The HTTP method (one ``async def`` for every
 method) starts or awaits the forward: ``AsyncHTTPClient().fetch()`` per try
 (:func:`gateway.upstream.forward.forward`), whose callbacks relay the answer with
-backpressure (each chunk's flush awaited). The request is reported to metrics
+backpressure (each chunk's flush awaited). On a ``cache`` route the cache step's
+exchange (:mod:`gateway.cache.step`) replays a hit through those same callbacks instead
+of forwarding, and copies a miss as it is relayed. The request is reported to metrics
 and the access log once, however it ends (:mod:`gateway.http.response`).
 
 A client's fault (a refused or broken body, a stall, a client gone) aborts the
@@ -33,6 +35,8 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError, UnsatisfiableReadError
 from tornado.web import stream_request_body
 
+from ..cache.step import CacheExchange
+from ..compression import Encoder, accept_encoding
 from ..errors import BadGateway, BodyTooLarge, GatewayError, InternalError, RequestTimeout
 from ..framing import CHUNKED
 from ..headers import Fields, tornado_headers, traceparent_from
@@ -72,6 +76,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
     _body_timer: asyncio.TimerHandle | None = None  # watches the body's silence (server.body_timeout_seconds)
     _body_seen = 0.0  # the loop time the body last sent something
     _loop: asyncio.AbstractEventLoop
+    _encoder: Encoder | None = None  # this answer's compression (gateway.compression), when it has one
 
     # --- what the client sends ---
 
@@ -149,16 +154,15 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
                     self.fail(error)
         return None
 
-    async def _serve(self, *args: str) -> None:
-        """Every HTTP method: the whole request has been read; forward (a streamed body is already
-        on its way) or aggregate, and finish the answer."""
+    async def serve(self) -> None:
+        """The whole request has been read (started by the application's delegate,
+        :class:`gateway.http.app._ProxyDelegate`): forward (a streamed body is already on its way)
+        or aggregate, and finish the answer."""
         self.read_done = True
         self._stop_body_timer()
         if self.phase == Phase.ENDED:
             return
         await self._run()
-
-    get = head = post = put = patch = delete = options = _serve
 
     def on_connection_close(self) -> None:
         if self.phase != Phase.ENDED:
@@ -220,6 +224,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
                 body = b"".join(self._body_chunks) if self._body_chunks else None
                 self._body_chunks = None  # the joined copy is the replay buffer: one copy of the body, not two
                 await self.forward(body)
+            if self._encoder is not None:
+                await self._finish_encoding()
         except GatewayError as error:
             self.fail(error)
             return
@@ -243,6 +249,10 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         plan, ctx = self.plan, self.ctx
         if plan is None or plan.pool is None or plan.request is None or ctx.match is None:
             raise InternalError()
+        cache: CacheExchange | None = self.view.cache if self.view is not None else None  # gateway.cache
+        if cache is not None and cache.entry is not None:
+            await cache.replay(self.on_headers, self.on_body)  # a hit: no upstream call
+            return
         request = self._upstream = plan.request.derive()
         request.method = self.request.method or "GET"
         query = self.request.query
@@ -253,11 +263,15 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         elif body is not None:
             request.body = body
         request.fields_callback, request.streaming_callback = self.on_headers, self.on_body
+        if cache is not None:  # a miss: the answer is copied as it is relayed
+            request.fields_callback, request.streaming_callback = cache.relay(self.on_headers, self.on_body)
         ctx.upstream = plan.pool.name
         try:
             await forward(plan.pool, self.holder.client, request, self)  # type: ignore[arg-type]
         finally:
             self._upstream = None  # forward() let go of our callbacks: no cycle through the request
+        if cache is not None:
+            cache.complete()  # relayed whole: kept if it may be, and handed to the requests waiting for it
 
     async def aggregate(self, plan: RoutePlan) -> None:
         """Fan out to the aggregate's parts and answer with their merged JSON."""
@@ -268,7 +282,11 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         out = httputil.HTTPHeaders()
         out["Content-Type"] = "application/json"
         out["X-Gateway-Completed"] = "true" if result.completed else "false"
-        self.respond(200, out, result.body)
+        body = result.body
+        if plan.compression is not None:
+            body = plan.compression.encode_whole(self.request.method or "GET", 200, out, body,
+                                                 accept_encoding(self.request.headers))
+        self.respond(200, out, body)
 
     def upstream_headers(self, plan: RoutePlan) -> Fields:
         """The request's headers as the upstream gets them: cleaned, forwarding and identity headers added
@@ -308,13 +326,32 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
             del out["Content-Length"]  # RFC 9110 §8.6: never on a 204 (a 304 may keep it: the representation's)
         if not self.stamp(status, out):
             raise InternalError()  # a plugin's on_response raised (logged): answered 500 instead
+        compression = self.plan.compression  # type: ignore[union-attr]
+        if compression is not None:
+            self._encoder = compression.start(self.request.method or "GET", status, out,
+                                              accept_encoding(self.request.headers))
         self.hold(status, reason or httputil.responses.get(status, "Unknown"), out)
 
     def on_body(self, chunk: bytes) -> Any:
         if not chunk or self.request.method == "HEAD":
             return None
+        if self._encoder is not None:
+            chunk = self._encoder.compress(chunk)  # flushed: a streamed answer stays streamed
         self.ctx.bytes_out += len(chunk)
         return self.relay(chunk)
+
+    async def _finish_encoding(self) -> None:
+        """The compressed stream's tail, once the upstream's answer ended (a client gone meanwhile
+        gets nothing more)."""
+        encoder, self._encoder = self._encoder, None
+        if encoder is None or self.phase == Phase.ENDED:
+            return
+        tail = encoder.finish()
+        self.ctx.bytes_out += len(tail)
+        try:
+            await self.relay(tail)
+        except StreamClosedError:
+            self.client_left(499)
 
     # --- bookkeeping ---
 
@@ -322,6 +359,9 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         """The request is over: let go of the forward, the body and its timer, so that this handler
         leaves no reference cycle behind (a finished task's exception holds frames that hold self)."""
         self._stop_body_timer()
+        if self.view is not None and self.view.cache is not None:
+            self.view.cache.close()
+        self._encoder = None
         forwarding, self._forwarding, self._body_stream = self._forwarding, None, None
         if forwarding is not None and forwarding.done() and not forwarding.cancelled():
             forwarding.exception()  # retrieved: nothing to log about it later

@@ -2,8 +2,8 @@
 
 A request's way through the gateway, written once (:data:`ORDER`)::
 
-    request id → route → CORS preflight → auth → scopes → (IP rules) → rate limit
-    → body rules → plugins → forward
+    request id → route → CORS preflight → auth → scopes → IP rules → rate limit
+    → body rules → plugins → cache → forward
 
 The request id and the route are known before any route is (the conductor runs
 them for every request: :class:`~gateway.policies.route.RouteStep` picks the
@@ -53,9 +53,11 @@ __all__ = ["ORDER", "CompiledRoute", "Step", "Request", "Response", "Reply", "Re
 
 # The policy order, written once. "request_id" and "route" run for every request before the
 # route is known; the rest are compiled per route (gateway.policies.compile.compile_steps).
-# "ip_rules" is the slot SPEC §8's IP allow/deny lists take (issue 17).
+# "ip_rules": SPEC §8's IP allow/deny lists (gateway.policies.iprules; a route with CORS also checks them ahead of
+# CORS for preflights, which the CORS step answers itself).
 ORDER: tuple[str, ...] = (
     "request_id", "route", "cors", "auth", "scopes", "ip_rules", "rate_limit", "body", "plugins",
+    "cache",  # last: a hit is a request like any other (auth, limits and plugins ran); gateway.cache
 )
 
 _FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -113,7 +115,7 @@ class Request:
 
     __slots__ = ("method", "uri", "path", "query", "host", "remote_ip", "client_ip", "forwarded_for", "incoming",
                  "ctx", "declared_length", "plan", "passed", "body_mode", "json_check", "body_limit",
-                 "rate_limit_headers", "plugins_failed", "_headers")
+                 "rate_limit_headers", "plugins_failed", "_headers", "cache")
 
     def __init__(self, method: str, uri: str, path: str, query: str, host: str, remote_ip: str,
                  incoming: HTTPHeaders, ctx: RequestContext, declared_length: int) -> None:
@@ -136,6 +138,7 @@ class Request:
         self.rate_limit_headers: Mapping[str, str] | None = None
         self.plugins_failed = False  # a plugin's on_response raised: no plugin changes this answer again
         self._headers: HTTPHeaders | None = None
+        self.cache: Any = None  # a cache route's CacheExchange, set by its step (gateway.cache.step)
 
     @property
     def route(self) -> str:

@@ -218,3 +218,26 @@ async def test_concurrent_hits_during_an_outage_all_return(io_loop, redis_server
 def test_redis_url_fixture_points_at_a_running_server(redis_server, redis_url):
     assert redis_url == f"redis://127.0.0.1:{redis_server.port}/0"
     assert redis_server.pid is not None
+
+
+async def test_close_never_raises_when_the_loop_stalls(io_loop, redis_server, caplog):
+    """A reload closes the replaced store. On a busy gateway the loop can stall past the timeout
+    while the connections close; redis-py then raised TimeoutError, which aborted the reload
+    half-way with a 500 (found by `make soak`). Now it is logged and every socket still closes."""
+    store = RedisStore(redis_server.url, fail_open=True, timeout_seconds=TIMEOUT)
+    await asyncio.gather(*(store.hit(f"k{n}", GcraRule(5, 60.0)) for n in range(5)))  # several pooled connections
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    loop = asyncio.get_running_loop()
+    for delay in (0.0, 0.001, 0.01):  # a busy event loop, as under load: stalls while the sockets close
+        loop.call_later(delay, time.sleep, TIMEOUT * 3)
+    await store.close()
+    assert [record.getMessage() for record in caplog.records] == [
+        f"rate limit store: closing the replaced Redis connections: TimeoutError: "
+        f"Timed out closing connection after {TIMEOUT}"
+    ]
+    observer = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await asyncio.sleep(0.05)
+        assert (await observer.info("clients"))["connected_clients"] == 1  # only the observer
+    finally:
+        await observer.aclose()

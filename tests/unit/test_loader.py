@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import textwrap
 
 import pytest
 
 from gateway import schema
-from gateway.config import ConfigError, GatewayConfig, Origin, TargetConfig
+from gateway.config import CacheConfig, CompressionConfig, ConfigError, GatewayConfig, Origin, TargetConfig
 from gateway.loader import load_config, parse_config
 from tests.support.tokens import SECRET
 
@@ -109,7 +110,7 @@ BAD_CONFIGS = [
      ["upstreams.u.connect_timeout: must be greater than 0",
       "upstreams.u.request_timeout: expected a number of seconds, got a string"]),
     ("auth required without jwt", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, auth: required}]\n",
-     ["routes[0].auth: 'required' needs auth.jwt to be configured"]),
+     ["routes[0].auth: 'required' needs auth.jwt or auth.api_keys to be configured"]),
     ("bad CIDR", "server: {trusted_proxies: [10.0.0.0/8, not-a-net]}\n",
      ["server.trusted_proxies: item 1: 'not-a-net' is not an IP address or CIDR"]),
     ("body timeout zero", "server: {body_timeout_seconds: 0}\n",
@@ -180,6 +181,47 @@ BAD_CONFIGS = [
     ("an alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
      ["<string>: the document expands to more than 100000 values through its aliases"]),
+    ("websocket limits on a route that relays no upgrade",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket_idle_seconds: 5, "
+                "websocket_max_message_bytes: 10}]\n",
+     ["routes[0].websocket_idle_seconds: only applies to a route with websocket: true",
+      "routes[0].websocket_max_message_bytes: only applies to a route with websocket: true"]),
+    ("websocket not a boolean", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket: 1}]\n",
+     ["routes[0].websocket: expected true or false, got an integer"]),
+    ("websocket limits out of range",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket: true, websocket_idle_seconds: 0, "
+                "websocket_max_message_bytes: 0}]\n",
+     ["routes[0].websocket_idle_seconds: must be greater than 0", "routes[0].websocket_max_message_bytes: must be at least 1"]),
+    ("websocket route without GET",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, websocket: true, methods: [POST]}]\n",
+     ["routes[0].methods: a websocket route must allow GET (the handshake)"]),
+    ("websocket on an aggregate route",
+     UPSTREAM + "routes: [{name: a, path: /a, websocket: true, aggregate: [{name: x, upstream: orders, path: /x}]}]\n",
+     ["routes[0].websocket: an aggregate route cannot relay WebSockets"]),
+    ("compression of the wrong type", "compression: gzip\n", ["compression: expected a mapping, got a string"]),
+    ("compression: unknown key and bad values", "compression: {level: 3, min_bytes: -1, gzip_level: 0,"
+     " brotli_quality: 12}\n", ["compression.level: unknown key", "compression.min_bytes: must be at least 0",
+                                "compression.gzip_level: must be at least 1",
+                                "compression.brotli_quality: must be at most 11"]),
+    ("compression types that are not media types", "compression: {types: [json, 'text/html; charset=utf-8',"
+     " '*/json', text/]}\n", ["compression.types: item 0: 'json' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression type with parameters", "compression: {types: ['text/html; charset=utf-8']}\n",
+     ["compression.types: item 0: 'text/html; charset=utf-8' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression type half a wildcard", "compression: {types: ['*/json']}\n",
+     ["compression.types: item 0: '*/json' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression type with a star inside", "compression: {types: ['text/htm*', 'app*/json', 'a/*+']}\n",
+     ["compression.types: item 0: 'text/htm*' is not a media type (type/subtype, type/*, type/*+suffix or */*)"]),
+    ("compression types empty", "compression: {types: []}\n", ["compression.types: must name at least one type"]),
+    ("compression encodings unknown", "compression: {encodings: [gzip, deflate]}\n",
+     ["compression.encodings: item 1: must be one of br, gzip, got 'deflate'"]),
+    ("compression encodings twice", "compression: {encodings: [gzip, gzip]}\n",
+     ["compression.encodings: lists an encoding twice"]),
+    ("compression encodings empty", "compression: {encodings: []}\n",
+     ["compression.encodings: must name at least one of br, gzip"]),
+    ("route compression of the wrong type", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders,"
+     " compression: gzip}]\n", ["routes[0].compression: expected true, false or a mapping, got a string"]),
+    ("route compression with a bad key", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders,"
+     " compression: {min_byte: 1}}]\n", ["routes[0].compression.min_byte: unknown key"]),
 ]
 ENVIRON = {"variable typed, then checked": {"GW_TEST_PORT": "eighty"}}
 
@@ -366,17 +408,24 @@ DERIVED = {"TargetConfig": {"origin", "base_path"}, "UpstreamConfig": {"name"}, 
 @pytest.mark.parametrize("model", _sections(), ids=lambda model: model.__name__)
 def test_each_model_field_is_its_dataclass_attribute(model: type[schema.Section]) -> None:
     """The recipe for a key (a model field + the dataclass attribute of the same name) cannot be half done:
-    a field without its attribute, or an attribute no key sets, fails here rather than at load."""
+    a field without its attribute, or an attribute no key sets, fails here rather than at load. A field of
+    ``into`` loads into the attribute it names (an API key into its digest)."""
     attributes = {f.name for f in dataclasses.fields(model.builds)}
-    assert set(model.model_fields) == attributes - DERIVED.get(model.builds.__name__, set())
+    assert set(model.into) <= set(model.model_fields)
+    assert {model.into.get(name, name) for name in model.model_fields} == \
+        attributes - DERIVED.get(model.builds.__name__, set())
 
 
 def test_the_schema_defaults_are_the_dataclass_defaults() -> None:
     config = parse_config("upstreams: {u: {targets: ['http://a'], retry: {}, health_check: {}}}\n"
                           "routes: [{name: r, path: /r, upstream: u, rate_limit: {requests: 1, window_seconds: 1},"
-                          " cors: {}}]\nauth: {jwt: {algorithms: [RS256], jwks_url: 'https://idp/jwks'}}\n")
+                          " cors: {}, cache: {}, compression: {}}]\nauth: {jwt: {algorithms: [RS256], jwks_url: "
+                          "'https://idp/jwks'}, api_keys: {consumers: [{subject: s, key: " + "k" * 16 + "}]}}\n"
+                          "compression: {}\n")
     built = [config.server, config.admin, config.logging, config.upstreams["u"].retry,
-             config.upstreams["u"].health_check, config.routes[0].cors, config.routes[0].rate_limit, config.auth.jwt]
+             config.upstreams["u"].health_check, config.routes[0].cors, config.routes[0].rate_limit, config.auth.jwt,
+             config.auth.api_keys, config.auth.api_keys.consumers[0], config.routes[0].cache,
+             config.routes[0].compression, config.compression, config.routes[0], config]
     for section in built:
         model = next(m for m in _sections() if m.builds is type(section))
         for name, field in model.model_fields.items():
@@ -384,3 +433,258 @@ def test_the_schema_defaults_are_the_dataclass_defaults() -> None:
                 continue  # required, absent by default, or given above
             default = field.get_default(call_default_factory=True)
             assert getattr(section, name) == default, (model.__name__, name)
+
+
+# --- auth.api_keys, auth_methods, ip_allow / ip_deny (issue 17) ---
+
+KEY = "partner-a-key-0123456789"
+KEY_DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
+KEYS = "auth:\n  api_keys:\n    consumers: [{subject: partner-a, key: " + KEY + "}]\n"
+JWT = f"auth:\n  jwt: {{algorithms: [HS256], secret: {SECRET}}}\n"
+
+
+def route(extra: str) -> str:
+    return UPSTREAM + "routes: [{name: a, path: /a, upstream: orders" + extra + "}]\n"
+
+
+KEY_BAD_CONFIGS = [
+    ("consumers missing", "auth: {api_keys: {header: X-Key}}\n", ["auth.api_keys.consumers: is required"]),
+    ("consumers empty", "auth: {api_keys: {consumers: []}}\n",
+     ["auth.api_keys.consumers: expected a non-empty list of consumers"]),
+    ("neither key nor digest", "auth: {api_keys: {consumers: [{subject: a}]}}\n",
+     ["auth.api_keys.consumers[0]: needs exactly one of key or key_sha256"]),
+    ("both key and digest", f"auth: {{api_keys: {{consumers: [{{subject: a, key: {KEY}, key_sha256: {KEY_DIGEST}}}]}}}}\n",
+     ["auth.api_keys.consumers[0]: needs exactly one of key or key_sha256"]),
+    ("no subject", f"auth: {{api_keys: {{consumers: [{{key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.consumers[0].subject: is required"]),
+    ("short key", "auth: {api_keys: {consumers: [{subject: a, key: short-key}]}}\n",
+     ["auth.api_keys.consumers[0].key: must be 16 to 1024 characters (`gateway key` makes one)"]),
+    ("key with a space", "auth: {api_keys: {consumers: [{subject: a, key: 'a key with spaces inside'}]}}\n",
+     ["auth.api_keys.consumers[0].key: must be printable ASCII without spaces (a header value carries it as is)"]),
+    ("non-ASCII key", "auth: {api_keys: {consumers: [{subject: a, key: 'clé-0123456789abcdef'}]}}\n",
+     ["auth.api_keys.consumers[0].key: must be printable ASCII without spaces (a header value carries it as is)"]),
+    ("numeric key", "auth: {api_keys: {consumers: [{subject: a, key: 12345678901234567890}]}}\n",
+     ["auth.api_keys.consumers[0].key: expected a string, got an integer"]),
+    ("digest not hex", "auth: {api_keys: {consumers: [{subject: a, key_sha256: " + "g" * 64 + "}]}}\n",
+     ["auth.api_keys.consumers[0].key_sha256: expected the 64 hex digits of a SHA-256 digest "
+      "(`gateway key` prints one)"]),
+    ("digest too short", "auth: {api_keys: {consumers: [{subject: a, key_sha256: abcd}]}}\n",
+     ["auth.api_keys.consumers[0].key_sha256: expected the 64 hex digits of a SHA-256 digest "
+      "(`gateway key` prints one)"]),
+    ("the same key twice", f"auth: {{api_keys: {{consumers: [{{subject: a, key: {KEY}}}, "
+     f"{{subject: b, key_sha256: {KEY_DIGEST.upper()}}}]}}}}\n",
+     ["auth.api_keys.consumers[1].key_sha256: the same key as auth.api_keys.consumers[0]: a key names one consumer"]),
+    ("subject with a line break", f"auth: {{api_keys: {{consumers: [{{subject: \"a\\nb\", key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.consumers[0].subject: must not hold control characters (it is sent upstream as a header value)"]),
+    ("key header the gateway owns", f"auth: {{api_keys: {{header: Authorization, consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.header: 'Authorization' is a header the gateway reads or sets itself; name another (X-Api-Key)"]),
+    ("key header X-Forwarded-For", f"auth: {{api_keys: {{header: x-forwarded-for, consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.header: 'x-forwarded-for' is a header the gateway reads or sets itself; name another (X-Api-Key)"]),
+    ("key header not a token", f"auth: {{api_keys: {{header: 'X Key', consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.header: 'X Key' is not a valid header name"]),
+    ("key claims_to_headers beyond sub and scope",
+     f"auth: {{api_keys: {{claims_to_headers: {{email: X-Email}}, consumers: [{{subject: a, key: {KEY}}}]}}}}\n",
+     ["auth.api_keys.claims_to_headers: a consumer has the claims sub and scope only, not 'email'"]),
+    ("two identity mappings", f"auth:\n  jwt: {{algorithms: [HS256], secret: {SECRET}, claims_to_headers: {{sub: X-User}}}}\n"
+     f"  api_keys: {{claims_to_headers: {{sub: X-User}}, consumers: [{{subject: a, key: {KEY}}}]}}\n",
+     ["auth.api_keys.claims_to_headers: set it once, in auth.jwt.claims_to_headers: it applies to API-key "
+      "consumers too"]),
+    ("auth_methods without the section", JWT + route(", auth_methods: [api_key]"),
+     ["routes[0].auth_methods: 'api_key' needs auth.api_keys to be configured"]),
+    ("auth_methods jwt without jwt", KEYS + route(", auth_methods: [jwt, api_key]"),
+     ["routes[0].auth_methods: 'jwt' needs auth.jwt to be configured"]),
+    ("auth_methods unknown", KEYS + route(", auth_methods: [basic]"),
+     ["routes[0].auth_methods: item 0: must be one of jwt, api_key, got 'basic'"]),
+    ("auth_methods empty", KEYS + route(", auth_methods: []"),
+     ["routes[0].auth_methods: must name at least one of jwt, api_key"]),
+    ("auth_methods twice", KEYS + route(", auth_methods: [api_key, api_key]"),
+     ["routes[0].auth_methods: lists a method twice"]),
+    ("auth_methods on an auth: none route", KEYS + route(", auth: none, auth_methods: [api_key]"),
+     ["routes[0].auth_methods: auth_methods need auth: required or optional"]),
+    ("bad CIDR in ip_allow", route(", ip_allow: [10.0.0.0/8, 10.0.0.0/33, nowhere]"),
+     ["routes[0].ip_allow: item 1: '10.0.0.0/33' is not an IP address or CIDR"]),
+    ("a word in ip_deny", route(", ip_deny: [nowhere]"),
+     ["routes[0].ip_deny: item 0: 'nowhere' is not an IP address or CIDR"]),
+    ("host bits set", route(", ip_allow: [10.1.2.3/8]"),
+     ["routes[0].ip_allow: item 0: '10.1.2.3/8' has host bits set: did you mean 10.0.0.0/8?"]),
+    ("IPv6 host bits set", route(", ip_deny: ['2001:db8::1/32']"),
+     ["routes[0].ip_deny: item 0: '2001:db8::1/32' has host bits set: did you mean 2001:db8::/32?"]),
+    ("empty ip_allow", route(", ip_allow: []"),
+     ["routes[0].ip_allow: an empty allow list refuses every client: list the CIDRs to let in, or leave the key out"]),
+    ("ip_allow not a list", route(", ip_allow: {a: 1}"),
+     ["routes[0].ip_allow: expected a list, got a mapping"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in KEY_BAD_CONFIGS], ids=[c[0] for c in KEY_BAD_CONFIGS])
+def test_api_key_and_ip_rule_problems_with_location(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+def test_a_problem_with_a_key_never_shows_the_key() -> None:
+    secretish = "sk_live_" + "x" * 4 + " y"  # refused (a space), and must not be echoed
+    found = problems(f"auth: {{api_keys: {{consumers: [{{subject: a, key: '{secretish}'}}]}}}}\n")
+    assert found and not any("sk_live_" in problem for problem in found)
+
+
+def test_keys_are_kept_as_digests_only() -> None:
+    config = parse_config(
+        "auth:\n  api_keys:\n    header: X-Partner-Key\n    consumers:\n"
+        f"      - {{subject: partner-a, key: '${{PARTNER_KEY}}', scopes: [orders:read]}}\n"
+        f"      - {{subject: partner-b, key_sha256: {KEY_DIGEST.upper()}}}\n",
+        environ={"PARTNER_KEY": "from-the-environment-0123"})
+    keys = config.auth.api_keys
+    assert keys is not None and keys.header == "X-Partner-Key"
+    assert [(c.subject, c.key_sha256, c.scopes) for c in keys.consumers] == [
+        ("partner-a", hashlib.sha256(b"from-the-environment-0123").digest(), ("orders:read",)),
+        ("partner-b", bytes.fromhex(KEY_DIGEST), ()),
+    ]
+    assert "from-the-environment" not in repr(config)
+
+
+@pytest.mark.parametrize("auth, extra, mode, methods", [
+    (KEYS, "", "required", ("api_key",)),
+    (JWT, "", "required", ("jwt",)),
+    (JWT + KEYS.removeprefix("auth:\n"), "", "required", ("jwt", "api_key")),
+    (JWT + KEYS.removeprefix("auth:\n"), ", auth_methods: [api_key, jwt]", "required", ("jwt", "api_key")),
+    (JWT + KEYS.removeprefix("auth:\n"), ", auth_methods: api_key", "required", ("api_key",)),
+    (JWT + KEYS.removeprefix("auth:\n"), ", auth: optional, auth_methods: [jwt]", "optional", ("jwt",)),
+    (KEYS, ", auth: none", "none", ()),
+    ("", "", "none", ()),
+])
+def test_auth_mode_and_methods_default_to_what_is_configured(auth: str, extra: str, mode: str,
+                                                             methods: tuple[str, ...]) -> None:
+    config = parse_config(auth + route(extra))
+    assert (config.routes[0].auth, config.routes[0].auth_methods) == (mode, methods)
+
+
+def test_ip_rules_load_as_written() -> None:
+    config = parse_config(route(", ip_allow: [10.0.0.0/8, '::1', '::ffff:192.168.0.0/112'], ip_deny: 10.0.5.0/24"))
+    assert config.routes[0].ip_allow == ("10.0.0.0/8", "::1", "::ffff:192.168.0.0/112")
+    assert config.routes[0].ip_deny == ("10.0.5.0/24",)
+@pytest.mark.parametrize("route, expected", [
+    ("{name: a, path: /a, upstream: orders}", (False, 300.0, 1048576)),
+    ("{name: a, path: /a, upstream: orders, websocket: true}", (True, 300.0, 1048576)),
+    ("{name: a, path: /a, upstream: orders, websocket: true, websocket_idle_seconds: 2.5, "
+     "websocket_max_message_bytes: 65536}", (True, 2.5, 65536)),
+])
+def test_websocket_keys_default_and_value(route: str, expected: tuple[bool, float, int]) -> None:
+    loaded = parse_config(UPSTREAM + f"routes: [{route}]\n").routes[0]
+    assert (loaded.websocket, loaded.websocket_idle_seconds, loaded.websocket_max_message_bytes) == expected
+
+
+# --- the response cache (SPEC §8) ---
+
+def cache_route(cache: str, extra: str = "") -> str:
+    return UPSTREAM + f"routes: [{{name: a, path: /a, upstream: orders, cache: {cache}{extra}}}]\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (cache_route("{}"), CacheConfig()),
+    (cache_route("{ttl_seconds: 30}"), CacheConfig(ttl_seconds=30.0)),
+    (cache_route("{ttl_seconds: 0.5, shared: true, max_entry_bytes: 2048}"),
+     CacheConfig(ttl_seconds=0.5, shared=True, max_entry_bytes=2048)),
+    (cache_route("null"), None),
+    (UPSTREAM + "routes: [{name: a, path: /a, upstream: orders}]\n", None),
+])
+def test_cache_section_defaults_and_values(text: str, expected: CacheConfig | None) -> None:
+    assert parse_config(text).routes[0].cache == expected
+
+
+def test_cache_store_defaults_and_values() -> None:
+    config = parse_config(UPSTREAM)
+    assert (config.cache_store, config.cache_max_bytes) == ("memory", 64 * 1024 * 1024)
+    config = parse_config("cache_store: redis://127.0.0.1:6379/1\ncache_max_bytes: 4096\n")
+    assert (config.cache_store, config.cache_max_bytes) == ("redis://127.0.0.1:6379/1", 4096)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (cache_route("{ttl_seconds: 0}"), ["routes[0].cache.ttl_seconds: must be greater than 0"]),
+    (cache_route("{ttl_seconds: soon}"), ["routes[0].cache.ttl_seconds: expected a number of seconds, got a string"]),
+    (cache_route("{shared: 'yes'}"), ["routes[0].cache.shared: expected true or false, got a string"]),
+    (cache_route("{max_entry_bytes: 0}"), ["routes[0].cache.max_entry_bytes: must be at least 1"]),
+    (cache_route("{tll_seconds: 5}"), ["routes[0].cache.tll_seconds: unknown key"]),
+    (cache_route("true"), ["routes[0].cache: expected a mapping, got a boolean"]),
+    (cache_route("{}", ", methods: [POST]"),
+     ["routes[0].cache: the route serves no GET or HEAD: nothing could be cached"]),
+    (cache_route("{max_entry_bytes: 4097}") + "cache_max_bytes: 4096\n",
+     ["routes[0].cache.max_entry_bytes: is larger than cache_max_bytes (4096): such answers could never be kept"]),
+    (UPSTREAM + "routes: [{name: a, path: /a, aggregate: [{name: p, upstream: orders, path: /p}], cache: {}}]\n",
+     ["routes[0].cache: aggregate routes are not cached (only upstream answers are)"]),
+    ("cache_store: memcached://x\n", ["cache_store: expected 'memory' or a redis:// URL, got 'memcached://x'"]),
+    ("cache_store: redis://\n", ["cache_store: expected 'memory' or a redis:// URL, got 'redis://'"]),
+    ("cache_max_bytes: 100\n", ["cache_max_bytes: must be at least 1024"]),
+    ("cache_max_bytes: lots\n", ["cache_max_bytes: expected an integer, got a string"]),
+])
+def test_bad_cache_config_reports_exact_problem_with_location(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+def test_a_redis_store_is_not_bounded_by_cache_max_bytes() -> None:
+    text = cache_route("{max_entry_bytes: 100000}") + "cache_store: redis://127.0.0.1:6379/0\ncache_max_bytes: 4096\n"
+    assert parse_config(text).routes[0].cache == CacheConfig(max_entry_bytes=100000)
+CUSTOM = CompressionConfig(min_bytes=0, types=("image/svg+xml",), encodings=("gzip",), gzip_level=1, brotli_quality=0)
+
+
+@pytest.mark.parametrize("text, global_section, route_setting", [
+    ("", None, None),
+    ("compression: {}\n", CompressionConfig(), None),
+    ("compression: true\n", CompressionConfig(), None),
+    ("compression: false\n", None, None),
+    ("compression:\n", None, None),
+    ("compression: {min_bytes: 0, types: [Text/*, '*/*', 'application/*+json'], encodings: gzip, gzip_level: 9,"
+     " brotli_quality: 11}\n",
+     CompressionConfig(min_bytes=0, types=("text/*", "*/*", "application/*+json"), encodings=("gzip",), gzip_level=9, brotli_quality=11),
+     None),
+    ("compression: {}\nROUTE: false", CompressionConfig(), False),
+    ("ROUTE: true", None, True),
+    ("ROUTE: {}", None, CompressionConfig()),
+    ("compression: {min_bytes: 5}\nROUTE: {min_bytes: 0, types: image/svg+xml, encodings: [gzip], gzip_level: 1,"
+     " brotli_quality: 0}", CompressionConfig(min_bytes=5), CUSTOM),
+])
+def test_compression_global_and_per_route(text: str, global_section: CompressionConfig | None,
+                                          route_setting: CompressionConfig | bool | None) -> None:
+    """The global section (absent, false or empty: none) and a route's own setting, kept apart: the runtime
+    resolves them (gateway.compression.compression_for)."""
+    top, _, route = text.partition("ROUTE: ")
+    extra = f", compression: {route}" if route else ""
+    config = parse_config(top + UPSTREAM + f"routes: [{{name: a, path: /a, upstream: orders{extra}}}]\n")
+    assert config.compression == global_section
+    assert config.routes[0].compression == route_setting
+
+
+ADMIN_TOKEN = "0123456789abcdef0123456789abcdef"  # 32 bytes: the shortest admin.token accepted
+TOKEN_RULE = ("must be a Bearer token: letters, digits and - . _ ~ + / (then any '='), "
+              "e.g. the output of `openssl rand -hex 32`")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (ADMIN_TOKEN[:-1], ["admin.token: must be at least 32 bytes, got 31 (`openssl rand -hex 32` makes one)"]),
+    ("'" + ADMIN_TOKEN[:31] + "='", []),  # the padding counts: 32 bytes in all
+    ("''", ["admin.token: must not be empty"]),
+    ("12345", ["admin.token: expected a string, got an integer"]),
+    ("'" + ADMIN_TOKEN + " x'", [f"admin.token: {TOKEN_RULE}"]),
+    ("'" + ADMIN_TOKEN + "\\t'", [f"admin.token: {TOKEN_RULE}"]),
+    ('"' + ADMIN_TOKEN + '\\u00e9"', [f"admin.token: {TOKEN_RULE}"]),
+    ("'=" + ADMIN_TOKEN + "'", [f"admin.token: {TOKEN_RULE}"]),
+    ("[" + ADMIN_TOKEN + "]", ["admin.token: expected a string, got a list"]),
+])
+def test_admin_token_is_refused_unless_a_long_bearer_credential(value: str, expected: list[str]) -> None:
+    text = f"admin:\n  token: {value}\n"
+    if not expected:
+        assert parse_config(text).admin.token == value.strip("'")
+    else:
+        assert problems(text) == expected
+
+
+@pytest.mark.parametrize("text, environ, expected", [
+    ("admin: {}\n", {}, None),
+    (f"admin: {{token: {ADMIN_TOKEN}}}\n", {}, ADMIN_TOKEN),
+    (f"admin: {{token: '{ADMIN_TOKEN}=='}}\n", {}, ADMIN_TOKEN + "=="),
+    ("admin: {token: '${GW_TEST_ADMIN_TOKEN}'}\n", {"GW_TEST_ADMIN_TOKEN": ADMIN_TOKEN}, ADMIN_TOKEN),
+    ("admin: {token: '${GW_TEST_ADMIN_TOKEN}'}\n", {"GW_TEST_ADMIN_TOKEN": "1" * 40}, "1" * 40),
+])
+def test_admin_token_default_and_value(text: str, environ: dict[str, str], expected: str | None) -> None:
+    assert parse_config(text, environ=environ).admin.token == expected
+
+

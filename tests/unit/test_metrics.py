@@ -31,6 +31,8 @@ def test_the_spec_metric_families_are_exposed() -> None:
         "gateway_requests", "gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
         "gateway_in_flight_requests", "gateway_target_healthy", "gateway_circuit_open", "gateway_retries",
         "gateway_rate_limited", "gateway_jwks_refresh", "gateway_rate_limit_fail_open", "gateway_plugin_duration_seconds",
+        "gateway_websocket_connections", "gateway_websocket_messages",
+        "gateway_cache",
     }
 
 
@@ -116,3 +118,14 @@ def test_client_chosen_methods_share_one_cached_child() -> None:
         metrics.request_done("", f"BREW{i}", 405, 0.001)
     assert len(metrics._requests) == 1
     assert samples(metrics)[("gateway_requests_total", (("method", "OTHER"), ("route", ""), ("status", "405")))] == 50
+
+
+def test_cache_results_are_counted_by_route_and_result() -> None:
+    metrics = Metrics()
+    for route, result in [("pages", "hit"), ("pages", "hit"), ("pages", "miss"), ("feed", "unavailable")]:
+        metrics.cache_result(route, result)
+    m = samples(metrics)
+    assert m[("gateway_cache_total", (("result", "hit"), ("route", "pages")))] == 2
+    assert m[("gateway_cache_total", (("result", "miss"), ("route", "pages")))] == 1
+    assert m[("gateway_cache_total", (("result", "unavailable"), ("route", "feed")))] == 1
+    assert ("gateway_cache_total", (("result", "bypass"), ("route", "pages"))) not in m

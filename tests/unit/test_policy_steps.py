@@ -41,7 +41,8 @@ def view(method: str = "GET", uri: str = "/api", headers: dict[str, str] | None 
 
 
 def test_order_is_the_spec_order() -> None:
-    assert ORDER == ("request_id", "route", "cors", "auth", "scopes", "ip_rules", "rate_limit", "body", "plugins")
+    assert ORDER == ("request_id", "route", "cors", "auth", "scopes", "ip_rules", "rate_limit", "body", "plugins",
+                     "cache")
 
 
 # --- body ---------------------------------------------------------------------------------------

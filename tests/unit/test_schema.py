@@ -52,7 +52,7 @@ def test_the_committed_schema_file_is_the_commands_output(capsys: pytest.Capture
 def test_every_section_refuses_unknown_keys() -> None:
     schema = config_schema()
     objects = [schema, *(d for d in schema["$defs"].values() if d.get("type") == "object" and "properties" in d)]
-    assert len(objects) == 19  # the file and its 18 sections
+    assert len(objects) == 23  # the file and its 22 sections
     assert all(d["additionalProperties"] is False for d in objects)
 
 
@@ -108,6 +108,16 @@ GOOD_CONFIGS = [
             path: /u/{{id}}
             aggregate: [{{name: user, upstream: orders, path: "/users/{{id}}?x=1"}}]
         """),
+    ("compression, global and per route", """\
+        compression: {min_bytes: 0, types: ["text/*", Application/JSON, "*/*"], encodings: gzip, gzip_level: 9,
+                      brotli_quality: "${Q:-11}"}
+        upstreams: {u: {targets: ["http://h"]}}
+        routes:
+          - {name: a, path: /a, upstream: u, compression: false}
+          - {name: b, path: /b, upstream: u, compression: true}
+          - {name: c, path: /c, upstream: u, compression: {types: image/svg+xml, encodings: [gzip, br]}}
+        """),
+    ("compression: true for the defaults", "compression: true\n"),
 ]
 
 
@@ -135,6 +145,13 @@ BAD_CONFIGS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("certfile without keyfile", "upstreams: {u: {targets: ['http://h'], tls: {certfile: c.pem}}}\n",
      [("$.upstreams", "anyOf")]),
     ("redis store of the wrong scheme", "rate_limit_store: 'http://h'\n", [("$.rate_limit_store", "anyOf")]),
+    ("compression type with parameters", "compression: {types: ['text/html; charset=utf-8']}\n",
+     [("$.compression", "anyOf")]),
+    ("compression type half a wildcard", "compression: {types: ['*/json']}\n", [("$.compression", "anyOf")]),
+    ("unknown compression encoding", "compression: {encodings: [deflate]}\n", [("$.compression", "anyOf")]),
+    ("gzip level out of range", "compression: {gzip_level: 10}\n", [("$.compression", "anyOf")]),
+    ("route compression of the wrong type", "routes: [{name: a, path: /a, upstream: o, compression: gzip}]\n",
+     [("$.routes", "anyOf")]),
     ("two problems at once", "logging: {level: loud}\nrate_limit_fail_open: 3\n",
      [("$.logging", "anyOf"), ("$.rate_limit_fail_open", "anyOf")]),
 ]
@@ -159,3 +176,56 @@ def test_an_editor_is_pointed_at_the_wrong_value() -> None:
     assert _leaf_errors("server: {port: 70000}\n") == ["$.server.port", "70000 is greater than the maximum of 65535"]
     assert _leaf_errors("server: {hots: x}\n") == [
         "$.server", "Additional properties are not allowed ('hots' was unexpected)"]
+
+
+# --- auth.api_keys, auth_methods, ip_allow / ip_deny (issue 17) ---
+
+KEY_GOOD_CONFIGS = [
+    ("api keys beside jwt", f"""\
+        auth:
+          jwt: {{algorithms: [HS256], secret: {SECRET}, claims_to_headers: {{sub: X-User}}}}
+          api_keys:
+            header: X-Partner-Key
+            consumers:
+              - {{subject: partner-a, key_sha256: {"ab" * 32}, scopes: [orders:read]}}
+              - {{subject: partner-b, key: "${{PARTNER_B_KEY:-partner-b-key-0123456789}}", scopes: orders:read}}
+        upstreams: {{o: {{targets: ["http://127.0.0.1:9001"]}}}}
+        routes:
+          - {{name: a, path: /a, upstream: o, auth_methods: [jwt, api_key], ip_allow: [10.0.0.0/8, "::1"],
+              ip_deny: 10.0.5.0/24}}
+          - {{name: b, path: /b, upstream: o, auth: optional, auth_methods: api_key, ip_deny: ["2001:db8::/32"]}}
+        """),
+    ("api keys alone, their own identity headers", """\
+        auth:
+          api_keys:
+            claims_to_headers: {sub: X-Consumer, scope: X-Consumer-Scopes}
+            consumers: [{subject: a, key: "${KEY:-0123456789abcdef}"}]
+        """),
+]
+
+
+@pytest.mark.parametrize("text", [t for _, t in KEY_GOOD_CONFIGS], ids=[n for n, _ in KEY_GOOD_CONFIGS])
+def test_what_the_loader_accepts_of_keys_and_ip_rules_the_schema_accepts(text: str) -> None:
+    parse_config(textwrap.dedent(text), environ={})
+    assert errors(text) == []
+
+
+KEY_BAD_CONFIGS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    ("consumer without a key", "auth: {api_keys: {consumers: [{subject: a}]}}\n", [("$.auth", "anyOf")]),
+    ("consumer with both", f"auth: {{api_keys: {{consumers: [{{subject: a, key: 0123456789abcdef, "
+     f"key_sha256: {'ab' * 32}}}]}}}}\n", [("$.auth", "anyOf")]),
+    ("short key", "auth: {api_keys: {consumers: [{subject: a, key: short}]}}\n", [("$.auth", "anyOf")]),
+    ("no consumers", "auth: {api_keys: {consumers: []}}\n", [("$.auth", "anyOf")]),
+    ("unknown auth method", "routes: [{name: a, path: /a, upstream: o, auth_methods: [basic]}]\n",
+     [("$.routes", "anyOf")]),
+    ("ip_allow of the wrong type", "routes: [{name: a, path: /a, upstream: o, ip_allow: {a: 1}}]\n",
+     [("$.routes", "anyOf")]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in KEY_BAD_CONFIGS], ids=[n for n, _, _ in KEY_BAD_CONFIGS])
+def test_what_the_schema_rejects_of_keys_and_ip_rules_the_loader_rejects(text: str,
+                                                                          expected: list[tuple[str, str]]) -> None:
+    assert errors(text) == expected
+    with pytest.raises(ConfigError):
+        parse_config(textwrap.dedent(text), environ={})
