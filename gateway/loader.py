@@ -147,9 +147,9 @@ def _global_compression(value: bool | Compression | None) -> CompressionConfig |
 def salvage(model: type[Section], raw: Any, context: dict[str, Any]) -> Any:
     """``raw`` validated as ``model`` without its bad keys, or None when that leaves it invalid
     (not a mapping, a required key missing or wrong). A bad key holding a section, or a list or
-    mapping of them, with its problems inside, is salvaged in turn (an item that cannot be is None).
-    Only for the checks:
-    the result is not a valid model."""
+    mapping of them, with its problems inside, is salvaged in turn (an item that cannot be is None);
+    a required one too (``api_keys.consumers``: one broken consumer does not hide a key named twice).
+    Only for the checks: the result is not a valid model."""
     if not isinstance(raw, dict):
         return None
     try:
@@ -160,18 +160,36 @@ def salvage(model: type[Section], raw: Any, context: dict[str, Any]) -> Any:
         return None
     bad = {error["loc"][0] for error in errors}
     refused = {error["loc"][0] for error in errors if len(error["loc"]) == 1}  # the value itself, not inside it
+    rest = {k: v for k, v in raw.items() if k not in bad}
     try:
-        part = model.model_validate({k: v for k, v in raw.items() if k not in bad}, context=context)
-    except ValidationError:
-        return None
+        part = model.model_validate(rest, context=context)
+    except ValidationError as exc:  # a required key left out with its problems inside (api_keys.consumers)
+        part = _without_required(model, rest, exc, bad - refused, context)
+        if part is None:
+            return None
     for name, info in model.model_fields.items():
         key = info.alias or name
         if key in bad and key not in refused and key in raw:
             value = _salvage_value(info.annotation, raw[key], context)
             if value is not None:
                 setattr(part, name, value)
+            elif info.is_required():
+                return None
     return part
 
+
+def _without_required(model: type[Section], rest: dict[Any, Any], exc: ValidationError, salvageable: set[Any],
+                      context: dict[str, Any]) -> Any:
+    """``rest`` as ``model`` when all it lacks are required keys that are salvaged after (else None):
+    its keys validated one by one onto an instance built without validation."""
+    if not all(error["type"] == "missing" and error["loc"][0] in salvageable for error in exc.errors()):
+        return None
+    part = model.model_construct(_fields_set=set())
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in rest:
+            model.__pydantic_validator__.validate_assignment(part, name, rest[key], context=context)
+    return part
 
 
 def _salvage_value(annotation: Any, raw: Any, context: dict[str, Any]) -> Any:

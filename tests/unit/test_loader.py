@@ -688,3 +688,51 @@ def test_admin_token_default_and_value(text: str, environ: dict[str, str], expec
     assert parse_config(text, environ=environ).admin.token == expected
 
 
+
+# --- the keys of issues 15-18 on the schema models: what the models' way of loading adds ---
+
+NEW_KEYS_BAD_CONFIGS = [
+    ("a broken consumer does not hide a repeated key",
+     f"auth: {{api_keys: {{consumers: [{{subject: a, key: {KEY}}}, {{subject: b, key: {KEY}}}, {{subject: 3}}]}}}}\n",
+     ["auth.api_keys.consumers[1].key: the same key as auth.api_keys.consumers[0]: a key names one consumer",
+      "auth.api_keys.consumers[2].subject: expected a string, got an integer"]),
+    ("a null consumer is a consumer with no keys", "auth: {api_keys: {consumers: [~]}}\n",
+     ["auth.api_keys.consumers[0].subject: is required"]),
+    ("consumers as a mapping", "auth: {api_keys: {consumers: {a: 1}}}\n",
+     ["auth.api_keys.consumers: expected a non-empty list of consumers"]),
+    ("a bad target does not hide the upstream's tls check",
+     "upstreams: {u: {targets: ['http://a', 'ftp://b'], tls: {certfile: conf/gateway.yaml}}}\n",
+     ["upstreams.u.targets[1]: 'ftp://b' is not a valid http(s) target URL", "upstreams.u.tls: certfile and keyfile go together"]),
+    ("a route's compression given as null", route(", compression: ~"),
+     ["routes[0].compression: expected true, false or a mapping, got nothing"]),
+    ("a route's compression as a list", route(", compression: [gzip]"),
+     ["routes[0].compression: expected true, false or a mapping, got a list"]),
+    ("global compression as a list", "compression: [gzip]\n", ["compression: expected a mapping, got a list"]),
+    ("global compression from an unset variable, reported once", "compression: ${GW_TEST_UNSET}\n",
+     ["compression: environment variable GW_TEST_UNSET is not set"]),
+    ("compression types not strings", "compression: {types: [3]}\n", ["compression.types: item 0: expected a string, got an integer"]),
+    ("broken websocket keys beside an unknown upstream",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: ordrs, websocket: 1, websocket_max_message_bytes: 1073741825}]\n",
+     ["routes[0].websocket: expected true or false, got an integer", "routes[0].websocket_max_message_bytes: must be at most "
+      "1073741824", "routes[0].upstream: unknown upstream 'ordrs'"]),
+    ("a null admin token", "admin: {token: ~}\n", ["admin.token: expected a string, got nothing"]),
+    ("a null auth_methods", KEYS + route(", auth_methods: ~"), ["routes[0].auth_methods: expected a list, got nothing"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in NEW_KEYS_BAD_CONFIGS],
+                         ids=[c[0] for c in NEW_KEYS_BAD_CONFIGS])
+def test_new_keys_problems_on_the_models(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+@pytest.mark.parametrize("value, expected", [("true", CompressionConfig()), ("false", None)])
+def test_global_compression_from_the_environment(value: str, expected: CompressionConfig | None) -> None:
+    """A whole-scalar reference is typed like YAML: true/false turn compression on or off."""
+    config = parse_config("compression: ${GW_TEST_COMPRESSION}\n", environ={"GW_TEST_COMPRESSION": value})
+    assert config.compression == expected
+
+
+def test_global_compression_from_the_environment_is_not_a_word() -> None:
+    assert problems("compression: ${GW_TEST_COMPRESSION}\n", {"GW_TEST_COMPRESSION": "gzip"}) == [
+        "compression: expected a mapping, got a string"]
