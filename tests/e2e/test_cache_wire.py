@@ -10,7 +10,6 @@ shared store.
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from gateway.cache.store import MemoryStore
 from tests.support.cache_origin import Origin, cache_counts, config, serve, wait_for
+from tests.support.garbage import cyclic_garbage
 from tests.support.raw import AccessLines
 from tests.support.tokens import bearer
 
@@ -389,18 +389,11 @@ async def test_misses_and_hits_leave_no_cyclic_garbage(start_upstream, start_gat
         for n in range(3):
             await one(f"warm={n}")
             await one(f"warm={n}")
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            seen = [await one(f"n={n // 2}") for n in range(20)]  # each query a miss, then a hit
-            await asyncio.sleep(0.05)
-            gc.collect()
-            garbage = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
+
+        async def twenty() -> list[str]:
+            return [await one(f"n={n // 2}") for n in range(20)]  # each query a miss, then a hit
+
+        seen, garbage = await cyclic_garbage(twenty)
     finally:
         writer.close()
         await writer.wait_closed()

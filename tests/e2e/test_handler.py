@@ -5,7 +5,6 @@ cyclic garbage. Read off the wire with raw sockets."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from tornado.web import Application, RequestHandler
 
 from gateway.tables import PROXIED_METHODS
+from tests.support.garbage import cyclic_garbage
 from tests.support.raw import exchange, parse
 
 ROUTES = """
@@ -108,19 +108,12 @@ async def test_keep_alive_requests_leave_no_cyclic_garbage(start_upstream: Any, 
     try:
         for _ in range(3):
             await one()  # warm-up: the upstream's pooled connection, lazily built objects
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+
+        async def twenty() -> None:
             for _ in range(20):
                 await one()
-            await asyncio.sleep(0.05)
-            gc.collect()
-            garbage = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
+
+        _, garbage = await cyclic_garbage(twenty)
     finally:
         writer.close()
         await writer.wait_closed()

@@ -5,7 +5,6 @@ that every outgoing call of a gateway (proxy, JWKS, health checks) shares its po
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from tornado.web import Application, RequestHandler, stream_request_body
 from gateway.errors import BadGateway, UpstreamConnectError, UpstreamTimeout
 from gateway.upstream.client import PooledHTTPClient, ResponseInterrupted, failure_kind
 from gateway.upstream.request import GatewayRequest, template
+from tests.support.garbage import cyclic_garbage
 from tests.support.raw import RawUpstream, body_of, exchange, parse
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
@@ -238,21 +238,14 @@ async def test_a_proxied_request_leaves_no_reference_cycle(start_gateway: Any, s
     """)
     request = b"PUT /echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
     assert parse(await exchange(gateway.port, request))[0] == 200  # warm-up
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+
+    async def five() -> None:
         for _ in range(5):
             status, _, body = parse(await exchange(gateway.port, request))
             assert (status, body) == (200, b"hello")
-        await asyncio.sleep(0.05)
-        gc.collect()
-        ours = sorted({type(o).__name__ for o in gc.garbage
-                       if type(o).__module__.startswith("gateway.")})
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
+
+    _, garbage = await cyclic_garbage(five)
+    ours = [name for name in garbage if name.startswith("gateway.")]
     assert ours == []
 
 
