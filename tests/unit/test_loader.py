@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from gateway import schema
 from gateway.config import (
     CacheConfig,
     CompressionConfig,
@@ -141,6 +142,50 @@ BAD_CONFIGS = [
       "routes[0].name: is required", "routes[0].path: is required"]),
     ("a recursive alias", "server: &s {tls: *s}\n",
      ["<string>:1: an alias refers to the value that holds it (a recursive structure)"]),
+    # No lax coercion (the models are strict): a quoted number is a string, 1 is not true.
+    ("a quoted port is a string", "server: {port: '8080'}\n", ["server.port: expected an integer, got a string"]),
+    ("a float port", "server: {port: 80.0}\n", ["server.port: expected an integer, got a number"]),
+    ("a huge port", "server: {port: 99999999999999999999999}\n", ["server.port: must be at most 65535"]),
+    ("1 is not true", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, strip_prefix: 1}]\n",
+     ["routes[0].strip_prefix: expected true or false, got an integer"]),
+    ("quoted seconds", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, timeout: '5'}]\n",
+     ["routes[0].timeout: expected a number of seconds, got a string"]),
+    ("a number where a list of routes goes", "routes: 3\n", ["routes: expected a list of routes, got an integer"]),
+    ("a list where the upstreams mapping goes", "upstreams: [a]\n",
+     ["upstreams: expected a mapping of name to upstream, got a list"]),
+    ("a null route is a route with no keys", "routes: [~]\n", ["routes[0].name: is required", "routes[0].path: is required"]),
+    ("a null upstream is an upstream with no keys", "upstreams: {u: ~}\n", ["upstreams.u.targets: is required"]),
+    ("a null target is a target with no keys", "upstreams: {u: {targets: [~]}}\n",
+     ["upstreams.u.targets[0].url: is required"]),
+    ("a null rate limit still needs its keys", UPSTREAM + "routes: [{name: a, path: /a, upstream: orders, rate_limit: ~}]\n",
+     ["routes[0].rate_limit.requests: is required", "routes[0].rate_limit.window_seconds: is required"]),
+    ("keys true and null are named as written", "server: {true: 1, null: 2, 3: 4}\n",
+     ["server[True]: unknown key", "server[None]: unknown key", "server[3]: unknown key"]),
+    ("an upstream named by a number", "upstreams: {1: {targets: ['http://a'], tls: {certfile: conf/gateway.yaml}}}\n",
+     ["upstreams[1].tls: certfile and keyfile go together"]),
+    ("an unset variable for a whole section is reported once", "server: ${GW_TEST_UNSET}\n",
+     ["server: environment variable GW_TEST_UNSET is not set"]),
+    ("an unset variable for a target is reported once", "upstreams: {u: {targets: ['${GW_TEST_UNSET}']}}\n",
+     ["upstreams.u.targets[0]: environment variable GW_TEST_UNSET is not set"]),
+    ("a jwt section that is not a mapping is one problem", "auth: {jwt: []}\n",
+     ["auth.jwt: expected a mapping, got a list"]),
+    ("an empty aggregate", UPSTREAM + "routes: [{name: a, path: /a, aggregate: []}]\n",
+     ["routes[0].aggregate: expected a non-empty list of parts"]),
+    ("an aggregate part's path", UPSTREAM + "routes: [{name: a, path: /a, aggregate: [{name: p, upstream: orders, path: q}]}]\n",
+     ["routes[0].aggregate[0].path: must start with '/', got 'q'"]),
+    ("a broken value does not hide an unknown upstream or a duplicate", UPSTREAM + "routes:\n"
+     "  - {name: a, path: /a, strip_prefix: 1, upstream: ordrs}\n"
+     "  - {name: a, path: /a, upstream: orders, timeout: 0}\n",
+     ["routes[0].strip_prefix: expected true or false, got an integer", "routes[0].upstream: unknown upstream 'ordrs'",
+      "routes[1].timeout: must be greater than 0", "routes[1].name: duplicate route name 'a' (also routes[0])",
+      "routes[1]: same host, path and methods as routes[0] ('a')"]),
+    ("problems in the order of the file, routes after the sections they name",
+     "routes: [{name: a, path: /a, upstream: x, colour: red}]\nlogging: {level: loud}\nservre: 1\n",
+     ["logging.level: must be one of debug, info, warning, error, got 'loud'", "servre: unknown key",
+      "routes[0].colour: unknown key", "routes[0].upstream: unknown upstream 'x'"]),
+    ("a section's checks after its keys' problems",
+     "cors: {allow_credentials: true, allow_origins: '*', max_age_seconds: -1}\n",
+     ["cors.max_age_seconds: must be at least 0", "cors.allow_origins: '*' cannot be used with allow_credentials"]),
     ("an alias bomb", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)),
      ["<string>: the document expands to more than 100000 values through its aliases"]),
@@ -363,6 +408,59 @@ def test_a_numeric_secret_from_the_environment_keeps_its_text() -> None:
 ])
 def test_body_timeout_default_and_value(text: str, expected: float) -> None:
     assert parse_config(text).server.body_timeout_seconds == expected
+
+
+def test_a_large_config_loads() -> None:
+    """200 routes over 10 upstreams (bench/config_load.py times it)."""
+    from bench.config_load import generated
+
+    config = parse_config(generated(200))
+    assert len(config.routes) == 200 and len(config.upstreams) == 10
+    assert config.routes[199].rate_limit is not None and config.routes[199].rate_limit.key == "ip"
+
+
+def _sections() -> list[type[schema.Section]]:
+    found, todo = [], [schema.Section]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
+
+
+# Dataclass attributes the loader works out rather than reads from a key of the same section.
+DERIVED = {"TargetConfig": {"origin", "base_path"}, "UpstreamConfig": {"name"}, "PluginConfig": {"plugin"},
+           "GatewayConfig": {"source"}}
+
+
+@pytest.mark.parametrize("model", _sections(), ids=lambda model: model.__name__)
+def test_each_model_field_is_its_dataclass_attribute(model: type[schema.Section]) -> None:
+    """The recipe for a key (a model field + the dataclass attribute of the same name) cannot be half done:
+    a field without its attribute, or an attribute no key sets, fails here rather than at load. A field of
+    ``into`` loads into the attribute it names (an API key into its digest)."""
+    attributes = {f.name for f in dataclasses.fields(model.builds)}
+    assert set(model.into) <= set(model.model_fields)
+    assert {model.into.get(name, name) for name in model.model_fields} == \
+        attributes - DERIVED.get(model.builds.__name__, set())
+
+
+def test_the_schema_defaults_are_the_dataclass_defaults() -> None:
+    config = parse_config("upstreams: {u: {targets: ['http://a'], retry: {}, health_check: {}}}\n"
+                          "routes: [{name: r, path: /r, upstream: u, rate_limit: {requests: 1, window_seconds: 1},"
+                          " cors: {}, cache: {}, compression: {}}]\nauth: {jwt: {algorithms: [RS256], jwks_url: "
+                          "'https://idp/jwks'}, api_keys: {consumers: [{subject: s, key: " + "k" * 16 + "}]}}\n"
+                          "compression: {}\n")
+    built = [config.server, config.admin, config.logging, config.upstreams["u"].retry,
+             config.upstreams["u"].health_check, config.routes[0].cors, config.routes[0].rate_limit, config.auth.jwt,
+             config.auth.api_keys, config.auth.api_keys.consumers[0], config.routes[0].cache,
+             config.routes[0].compression, config.compression, config.routes[0], config]
+    for section in built:
+        model = next(m for m in _sections() if m.builds is type(section))
+        for name, field in model.model_fields.items():
+            if field.is_required() or field.default is None or (model, name) == (schema.Jwt, "algorithms"):
+                continue  # required, absent by default, or given above
+            default = field.get_default(call_default_factory=True)
+            assert getattr(section, name) == default, (model.__name__, name)
 
 
 # --- auth.api_keys, auth_methods, ip_allow / ip_deny (issue 17) ---
@@ -634,3 +732,52 @@ def test_admin_token_default_and_value(text: str, environ: dict[str, str], expec
 ])
 def test_tracing_section(text: str, expected: TracingConfig | None) -> None:
     assert parse_config(text).tracing == expected
+
+
+# --- the keys of issues 15-18 on the schema models: what the models' way of loading adds ---
+
+NEW_KEYS_BAD_CONFIGS = [
+    ("a broken consumer does not hide a repeated key",
+     f"auth: {{api_keys: {{consumers: [{{subject: a, key: {KEY}}}, {{subject: b, key: {KEY}}}, {{subject: 3}}]}}}}\n",
+     ["auth.api_keys.consumers[1].key: the same key as auth.api_keys.consumers[0]: a key names one consumer",
+      "auth.api_keys.consumers[2].subject: expected a string, got an integer"]),
+    ("a null consumer is a consumer with no keys", "auth: {api_keys: {consumers: [~]}}\n",
+     ["auth.api_keys.consumers[0].subject: is required"]),
+    ("consumers as a mapping", "auth: {api_keys: {consumers: {a: 1}}}\n",
+     ["auth.api_keys.consumers: expected a non-empty list of consumers"]),
+    ("a bad target does not hide the upstream's tls check",
+     "upstreams: {u: {targets: ['http://a', 'ftp://b'], tls: {certfile: conf/gateway.yaml}}}\n",
+     ["upstreams.u.targets[1]: 'ftp://b' is not a valid http(s) target URL", "upstreams.u.tls: certfile and keyfile go together"]),
+    ("a route's compression given as null", route(", compression: ~"),
+     ["routes[0].compression: expected true, false or a mapping, got nothing"]),
+    ("a route's compression as a list", route(", compression: [gzip]"),
+     ["routes[0].compression: expected true, false or a mapping, got a list"]),
+    ("global compression as a list", "compression: [gzip]\n", ["compression: expected a mapping, got a list"]),
+    ("global compression from an unset variable, reported once", "compression: ${GW_TEST_UNSET}\n",
+     ["compression: environment variable GW_TEST_UNSET is not set"]),
+    ("compression types not strings", "compression: {types: [3]}\n", ["compression.types: item 0: expected a string, got an integer"]),
+    ("broken websocket keys beside an unknown upstream",
+     UPSTREAM + "routes: [{name: a, path: /a, upstream: ordrs, websocket: 1, websocket_max_message_bytes: 1073741825}]\n",
+     ["routes[0].websocket: expected true or false, got an integer", "routes[0].websocket_max_message_bytes: must be at most "
+      "1073741824", "routes[0].upstream: unknown upstream 'ordrs'"]),
+    ("a null admin token", "admin: {token: ~}\n", ["admin.token: expected a string, got nothing"]),
+    ("a null auth_methods", KEYS + route(", auth_methods: ~"), ["routes[0].auth_methods: expected a list, got nothing"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in NEW_KEYS_BAD_CONFIGS],
+                         ids=[c[0] for c in NEW_KEYS_BAD_CONFIGS])
+def test_new_keys_problems_on_the_models(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected
+
+
+@pytest.mark.parametrize("value, expected", [("true", CompressionConfig()), ("false", None)])
+def test_global_compression_from_the_environment(value: str, expected: CompressionConfig | None) -> None:
+    """A whole-scalar reference is typed like YAML: true/false turn compression on or off."""
+    config = parse_config("compression: ${GW_TEST_COMPRESSION}\n", environ={"GW_TEST_COMPRESSION": value})
+    assert config.compression == expected
+
+
+def test_global_compression_from_the_environment_is_not_a_word() -> None:
+    assert problems("compression: ${GW_TEST_COMPRESSION}\n", {"GW_TEST_COMPRESSION": "gzip"}) == [
+        "compression: expected a mapping, got a string"]

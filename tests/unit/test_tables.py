@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from gateway import demo, jwks, loader, metrics, process, routing, tables
+from gateway import configchecks, demo, jwks, loader, metrics, process, routing, tables
 from gateway.http import handler as proxy
 from gateway.http import response
 from gateway.upstream import exchange, http1, retry
@@ -20,7 +20,7 @@ def test_every_module_uses_the_one_methods_table() -> None:
 
 def test_one_multiprocess_variable_and_one_path_parameter_pattern() -> None:
     assert process.MULTIPROC_ENV is metrics.MULTIPROC_ENV is tables.MULTIPROC_ENV == "PROMETHEUS_MULTIPROC_DIR"
-    assert loader.PATH_PARAM is routing.PATH_PARAM
+    assert configchecks.PATH_PARAM is routing.PATH_PARAM
 
 
 @pytest.mark.parametrize(("text", "names"), [
