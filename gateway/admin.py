@@ -33,6 +33,7 @@ id (the client's ``X-Request-Id`` when valid); a bug is logged with that id.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -220,6 +221,19 @@ def check_bearer(values: list[str], token: bytes) -> GatewayError | None:
     if not hmac.compare_digest(given, token):
         return InvalidToken("the admin token is not valid")
     return None
+
+
+def exposed_without_token(host: str, token: str | None) -> bool:
+    """Whether the admin listener would answer other machines with no ``admin.token``: a host that
+    is not a loopback address or ``localhost`` (``0.0.0.0``, ``::`` and names all reach further)."""
+    if token:
+        return False
+    if host.lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def make_admin_app(holder: RuntimeHolder, reload: Reload) -> Application:

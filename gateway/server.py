@@ -35,7 +35,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .accesslog import AccessLog
-from .admin import make_admin_app
+from .admin import exposed_without_token, make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
 from .headwait import CLIENT_IDLE_SECONDS, HeadDeadline
 from .http.app import GatewayApplication
@@ -159,6 +159,10 @@ class GatewayServer:
         self.head_deadline.start()
         self.http_server.add_sockets(self.sockets)
         self.admin_server = HTTPServer(make_admin_app(self.holder, self.reload_from_admin))
+        admin = self.config.admin
+        if exposed_without_token(admin.host, admin.token):
+            log.warning("the admin listener on %s:%d answers reloads and metrics to anyone who reaches it: "
+                        "set admin.token, or bind admin.host to a loopback address", admin.host, self.admin_port)
         self.admin_server.add_sockets(self.admin_sockets)
         await self.holder.runtime.start()
         self._report_targets(self.holder.runtime)

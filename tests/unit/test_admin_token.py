@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.admin import check_bearer
+from gateway.admin import check_bearer, exposed_without_token
 from gateway.errors import InvalidToken, MissingToken
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -36,3 +36,21 @@ def test_check_bearer(values: list[str], expected: type | None) -> None:
     else:
         assert type(refusal) is expected and refusal.status == 401
         assert TOKEN not in refusal.message and TOKEN not in str(refusal.headers)
+
+
+@pytest.mark.parametrize("host, token, exposed", [
+    ("127.0.0.1", None, False),
+    ("127.0.0.2", None, False),
+    ("::1", None, False),
+    ("localhost", None, False),
+    ("LOCALHOST", None, False),
+    ("0.0.0.0", None, True),
+    ("::", None, True),
+    ("10.0.0.5", None, True),
+    ("gateway.internal", None, True),
+    ("0.0.0.0", "x" * 32, False),
+    ("0.0.0.0", "", True),
+])
+def test_an_admin_listener_reachable_from_elsewhere_without_a_token_is_warned_about(
+        host: str, token: str | None, exposed: bool) -> None:
+    assert exposed_without_token(host, token) is exposed
