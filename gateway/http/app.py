@@ -2,10 +2,11 @@
 
 :class:`GatewayApplication` routes by one dictionary lookup on the path: ``/-/health``
 and ``/-/ready`` are their own handlers (:mod:`gateway.http.endpoints`); every other
-path is a :class:`~gateway.http.handler.ProxyHandler`, whose ``prepare()`` asks the
-current runtime's route table once (the route step), so that a reload swaps the
-table in one assignment and a request in flight keeps the runtime it was admitted
-with. No regex rule list is walked per request (measured in README, Performance),
+path is a :class:`~gateway.http.handler.ProxyHandler` (its WebSocket subclass when the
+request carries ``Upgrade``), run by :class:`_ProxyDelegate` without a Task of its own,
+whose ``prepare()`` asks the current runtime's route table once (the route step), so
+that a reload swaps the table in one assignment and a request in flight keeps the
+runtime it was admitted with. No regex rule list is walked per request (measured in README, Performance),
 no transforms (a proxy relays bodies as they are) and no Tornado access log (the
 gateway writes its own).
 """
