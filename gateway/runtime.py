@@ -10,6 +10,7 @@ changes the rules under a request in flight.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class Runtime:
         self.server = config.server
         self.routes = RouteTable(config.routes)
         self.trusted_proxies = TrustedProxies(config.server.trusted_proxies)
+        self.admitted = 0  # requests admitted with this runtime and not over yet (counted by gateway.http)
         self.authenticator = (Authenticator(config.auth.jwt, on_jwks_refresh=on_jwks_refresh)
                               if config.auth.jwt is not None else None)
         self.api_keys = _key_ring(config)
@@ -185,20 +187,39 @@ class Runtime:
         if self.tracing is not None:
             self.tracing.start()
 
-    async def stop(self, successor: Runtime | None = None) -> None:
-        """Stop background work, leaving alone the pools ``successor`` took over."""
+    async def stop(self, successor: Runtime | None = None, *, grace_seconds: float = 0.0) -> None:
+        """Stop background work and close the stores ``successor`` did not take over."""
+        await self.stop_work(successor)
+        await self.close_stores(successor, grace_seconds)
+
+    async def stop_work(self, successor: Runtime | None = None) -> None:
+        """Stop health checks and key refreshes, leaving alone the pools ``successor`` took over."""
         reused = {id(p) for p in successor.pools.values()} if successor is not None else set()
         for pool in self.pools.values():
             if id(pool) not in reused:
                 await pool.stop()
         if self.authenticator is not None:
             await self.authenticator.stop()
-        if self.rate_limits is not None and (successor is None or successor.rate_limits is not self.rate_limits):
-            await self.rate_limits.close()
-        if self.cache_store is not None and (successor is None or successor.cache_store is not self.cache_store):
-            await self.cache_store.close()
-        if self.tracing is not None and (successor is None or successor.tracing is not self.tracing):
-            await self.tracing.close()  # what is queued is exported (within export_timeout_seconds)
+
+    async def close_stores(self, successor: Runtime | None = None, grace_seconds: float = 0.0) -> None:
+        """Close the stores ``successor`` did not take over (rate limits, cache, tracing) once the
+        requests admitted with this runtime are over (``admitted``), or after ``grace_seconds`` at the
+        most: a reload that replaces the Redis store must not cut a rate-limit hit in flight (that
+        request would get a 503 with fail_open false, or go past its budget with true)."""
+        stores: list[Any] = [
+            store for store, kept in ((self.rate_limits, successor.rate_limits if successor else None),
+                                      (self.cache_store, successor.cache_store if successor else None),
+                                      (self.tracing, successor.tracing if successor else None))
+            if store is not None and store is not kept
+        ]
+        if not stores:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        while self.admitted > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for store in stores:
+            await store.close()  # the tracer's close exports what is queued (within export_timeout_seconds)
 
     def ready(self) -> bool:
         """Config loaded and every upstream has a healthy target."""

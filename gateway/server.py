@@ -120,6 +120,7 @@ class GatewayServer:
         self.head_deadline: HeadDeadline | None = None
         self._on_reloaded = on_reloaded
         self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Future[None]] = set()  # replaced runtimes closing their stores
 
     @property
     def port(self) -> int:
@@ -189,12 +190,29 @@ class GatewayServer:
                             "that takes effect on restart")
             if config.logging != previous_config.logging:
                 self._apply_logging(config)
-            await old.stop(successor=new)
-            if gc.get_freeze_count():
-                freeze_heap()  # let the old runtime be collected, and freeze the new one
+            await old.stop_work(successor=new)
             self._forget_removed_targets(old, new)
             self._report_targets(new)
             log.info("configuration reloaded from %s", path)
+            retiring = asyncio.ensure_future(self._retire(old, new))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    async def retired(self) -> None:
+        """Wait until every runtime a reload replaced has closed its stores."""
+        while self._retiring:
+            await asyncio.gather(*self._retiring)
+
+    async def _retire(self, old: Runtime, new: Runtime) -> None:
+        """The replaced runtime's last work, in the background: its stores are closed once the requests it
+        admitted are over (within the old drain_seconds), then the heap is frozen again without it."""
+        try:
+            await old.close_stores(successor=new, grace_seconds=old.config.server.drain_seconds)
+        except Exception:
+            log.warning("closing the replaced configuration's stores failed", exc_info=True)
+        del old, new  # this frame held the last references: the old runtime is garbage from here on
+        if gc.get_freeze_count():
+            freeze_heap()  # let the old runtime be collected, and freeze the new one
 
     async def reload_from_admin(self) -> None:
         """``POST /-/reload``: reload here, then have the supervisor (if any) reload every worker."""
@@ -224,6 +242,7 @@ class GatewayServer:
         for server in (self.http_server, self.admin_server):
             if server is not None:
                 await server.close_all_connections()
+        await self.retired()
         await self.holder.runtime.stop()
         if isinstance(self.holder.client, upstream_client.PooledHTTPClient):
             # its idle upstream connections; the client itself is the loop's shared one, not ours to close

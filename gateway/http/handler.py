@@ -90,7 +90,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         holder = self.holder
         holder.in_flight += 1
         self.counted = True
-        self.runtime = holder.runtime
+        runtime = self.runtime = holder.runtime
+        runtime.admitted += 1  # its stores stay open for this request across a reload (Runtime.stop)
         try:
             await self.admit()
         except GatewayError as error:

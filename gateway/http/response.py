@@ -310,12 +310,20 @@ class ResponseWriter(RequestHandler):
             return
         self.reported = True
         self.release()
-        if self.counted:
-            self.counted = False
-            self.holder.in_flight -= 1
+        self.uncount()
         ctx = self.ctx
         self.holder.log_request(ctx, self.request.method or "", self.request.path, self._status_code,
                                 time.perf_counter() - self.started, ctx.route_name or self.route_label)
+
+    def uncount(self) -> None:
+        """No longer a request in flight: of the process (``holder.in_flight``) and of the runtime it was
+        admitted with (``Runtime.admitted``, which a reload waits on before closing that runtime's stores)."""
+        if self.counted:
+            self.counted = False
+            self.holder.in_flight -= 1
+            runtime = getattr(self, "runtime", None)
+            if runtime is not None:
+                runtime.admitted -= 1
 
     def release(self) -> None:
         """Let go of what the request holds beyond its end (overridden by the proxy handler)."""

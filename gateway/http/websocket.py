@@ -159,9 +159,7 @@ class WebSocketProxyHandler(ProxyHandler):
             return
         stream = self._switch(plan, leg)
         relay = Relay(self.holder, plan, self.ctx.route_name, stream, leg)
-        if self.counted:  # an open socket is not a request in flight: the drain waits for it on its own
-            self.counted = False
-            self.holder.in_flight -= 1
+        self.uncount()  # an open socket is not a request in flight: the drain waits for it on its own
         try:
             await relay.run()
         finally:

@@ -419,6 +419,7 @@ async def test_a_reload_keeps_an_unchanged_tracer_and_flushes_a_replaced_one(sta
     assert gw.holder.runtime.tracing is first and receiver.spans == []  # kept, its queue too
     path.write_text(text.replace("service_name: edge", "service_name: edge2"))
     await gw.reload(str(path))
+    await gw.retired()  # the replaced tracer flushes once the requests it saw are over
     assert gw.holder.runtime.tracing is not first
     assert [s.resource["service.name"] for s in receiver.spans] == ["edge", "edge"]  # the old one flushed
     assert (await http(gw.url + "/api")).code == 200
