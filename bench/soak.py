@@ -260,19 +260,25 @@ class Soak:
 
     def fire(self, e: Event, token: str) -> None:
         at = time.time()
+        if e.action in ("target_restart", "redis_start"):
+            # A restart is stamped when the process answers, not when it was begun: until then
+            # the fault lasts (Redis still down: fail_open lets requests through, and the
+            # rate-limit check's segment of a fresh, empty Redis must not count them).
+            if e.action == "target_restart":
+                self.start_target(e.arg)
+            else:
+                self.start_redis()
+            self.run.events.append((time.time(), e))
+            return
         self.run.events.append((at, e))
         if e.action == "target_kill":
             self.kill(e.arg)
-        elif e.action == "target_restart":
-            self.start_target(e.arg)
         elif e.action == "target_503":
             self.signal(e.arg, signal.SIGUSR1)
         elif e.action == "target_ok":
             self.signal(e.arg, signal.SIGUSR2)
         elif e.action == "redis_kill":
             self.kill("redis")
-        elif e.action == "redis_start":
-            self.start_redis()
         elif e.action in ("reload", "reload_broken"):
             broken = e.action == "reload_broken"
             previous = self.fail_open
