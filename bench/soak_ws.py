@@ -2,7 +2,10 @@
 
 `WsTraffic` runs in the load generator (bench/soak_load.py) during the loaded phase only
 (never during calibration): WS_SOCKETS long-lived sockets to the gateway's `websocket: true`
-route `/ws`, relayed to the pool's echo handler (bench/soak_upstream.py). Each socket sends a
+route `/ws`, relayed to the pool's echo handler (bench/soak_upstream.py); slot 0 goes to
+`/ws/t1` and slot 1 to `/ws/t2` (routes to that target alone: PINNED), so the kill of t1 and
+the 503 fault of t2 always meet an open socket, where the pool's round robin might put none
+on them. Each socket sends a
 small text message every WS_INTERVAL_S, naming its slot, its life (the n-th socket of that
 slot) and a sequence number, and `EchoCheck` checks that the echoes come back exactly in
 order. A socket lives `ws_lifetime()` (the first lives staggered by `first_lives()`, so the
@@ -18,7 +21,8 @@ taken by a plain callback, WS_SOCKETS / WS_INTERVAL_S messages per second in all
 
 `judge()` is the pure judgement soak_report turns into criteria: every echo back in order
 and none lost except on a socket a fault closed; only faults close sockets (1014 from a
-killed target's window, 1001 from a 503 target's, on a socket to that target); every
+killed target's window, 1001 from a 503 target's, on a socket to that target), and each
+target fault closes at least one; every
 handshake outside the fault windows answered 101 and every slot ended on a socket of its
 own closing; every reload crossed by open sockets that went on echoing after it, none
 dropped; `gateway_websocket_connections` back to 0.
@@ -54,6 +58,7 @@ WS_INTERVAL_S = 0.2  # per socket: 5 messages/s, 40/s for all (each crosses the 
 WS_RETRY_S = 0.5  # after a fault's close or a refused handshake
 WS_DRAIN_S = 5.0  # how long a planned close waits for the last echo
 WS_SIZE = 64  # bytes per message
+PINNED = {0: "t1", 1: "t2"}  # slot -> the target its route reaches alone (soak_config: /ws/<target>)
 # Closes that a fault may cause, with the fault that explains each (soak_config labels).
 FAULT_CLOSES = {1014: "SIGKILL target {target}", 1001: "target {target} answers 503"}
 RELOAD_DROP_S = 2.0  # a peer's close this soon after a reload, outside a fault window, is a drop
@@ -69,6 +74,11 @@ def first_lives(n: int, lifetime: float) -> list[float]:
     """The first life of each of `n` slots: lifetime/n, 2 lifetime/n, ... lifetime, so the
     planned reconnects come one at a time, not all at once."""
     return [lifetime * (i + 1) / n for i in range(n)]
+
+
+def slot_path(path: str, slot: int) -> str:
+    """The route a slot's sockets use: `path` to the pool, `path/<target>` for a PINNED slot."""
+    return f"{path}/{PINNED[slot]}" if slot in PINNED else path
 
 
 def message(slot: int, life: int, seq: int) -> str:
@@ -154,7 +164,8 @@ class WsTraffic:
     """The WebSocket class of the load: WS_SOCKETS slots, each a socket after another."""
 
     def __init__(self, port: int, path: str, token: str, seconds: float, started: float) -> None:
-        self.url = f"ws://127.0.0.1:{port}{path}"
+        self.base = f"ws://127.0.0.1:{port}"
+        self.path = path
         self.token = token
         self.seconds = seconds
         self.started = started  # wall clock: the per-second echo counts are keyed on it
@@ -187,7 +198,7 @@ class WsTraffic:
 
         sock = Socket(EchoCheck(slot, life), per_second=self.per_second, started=self.started)
         sent = time.time()
-        request = HTTPRequest(self.url, headers={"Authorization": f"Bearer {self.token}"},
+        request = HTTPRequest(self.base + slot_path(self.path, slot), headers={"Authorization": f"Bearer {self.token}"},
                               connect_timeout=5, request_timeout=10)
         try:
             conn = await websocket_connect(request, on_message_callback=sock.on_message, ping_interval=None)
@@ -300,20 +311,25 @@ def judge(ws: dict[str, Any], wins: list[Any], reloads: list[float], gauge: floa
                                f"{s['closed'] - t0:.1f}s ({'in ' + w.name if w else 'outside the fault windows'})")
     refused_outside = [f"{h[2]} at {h[0] - t0:.1f}s" for h in ws.get("handshakes", [])
                        if h[2] != "101" and _window(wins, h[0], h[1]) is None]
+    met = {w.name for s in socks if s["by"] == "peer"
+           for w in [_window(wins, s["closed"], s["closed"])] if w is not None}
+    unmet = [w.name for w in wins if w.name.startswith("SIGKILL target") or w.name.endswith("answers 503")
+             if w.name not in met]
     slots = ws.get("slots", 0)
     last: dict[int, dict[str, Any]] = {}
     for s in socks:
         if s["slot"] not in last or s["life"] > last[s["slot"]]["life"]:
             last[s["slot"]] = s
     missing = sorted(i for i in range(slots) if i not in last or last[i]["by"] == "peer")
-    ok = not unexplained and not refused_outside and not missing
+    ok = not unexplained and not refused_outside and not missing and not unmet
     out.append(("WebSocket: only faults close sockets (1014/1001 in their window), every slot reconnects", ok,
                 f"closes by code: {_fmt(close_counts(socks))}; handshakes: {_fmt(handshake_counts(ws))}; "
                 f"{len(unexplained)} closes unexplained, {len(refused_outside)} handshakes refused outside the "
                 f"fault windows, {slots - len(missing)}/{slots} slots ended on a socket closed by us"
                 + (f": {unexplained[:3]}" if unexplained else "")
                 + (f"; {refused_outside[:3]}" if refused_outside else "")
-                + (f"; slots whose last socket a fault closed: {missing}" if missing else "")))
+                + (f"; slots whose last socket a fault closed: {missing}" if missing else "")
+                + (f"; target faults that closed no socket: {unmet}" if unmet else "")))
 
     # 3. Reloads: each crossed by sockets that went on echoing after it; none dropped at one.
     crossed, dropped = [], []

@@ -42,6 +42,7 @@ from soak_ws import (  # noqa: E402
     message,
     parse_gauge,
     read_frame,
+    slot_path,
     ws_lifetime,
 )
 
@@ -159,9 +160,11 @@ def test_the_soak_config_loads(tmp_path, fail_open):
     path.write_text(gateway_yaml(port=18080, admin_port=18081, secret="s" * 64, targets=[19001, 19002, 19003],
                                  redis_port=16379, fail_open=fail_open, generation=3))
     config = load_config(str(path))
-    assert [r.name for r in config.routes] == ["limited", "overview", "api", "ws"]
-    ws = config.routes[3]
-    assert (ws.websocket, ws.upstream, ws.path) == (True, "pool", "/ws")
+    assert [r.name for r in config.routes] == ["limited", "overview", "api", "ws", "ws-t1", "ws-t2"]
+    assert [(r.websocket, r.upstream, r.path) for r in config.routes[3:]] == [
+        (True, "pool", "/ws"), (True, "ws_t1", "/ws/t1"), (True, "ws_t2", "/ws/t2")]
+    assert [t.url for t in config.upstreams["ws_t1"].targets] == ["http://127.0.0.1:19001"]
+    assert [t.url for t in config.upstreams["ws_t2"].targets] == ["http://127.0.0.1:19002"]
     assert config.rate_limit_fail_open is fail_open
     assert len(config.upstreams["pool"].targets) == 3
 
@@ -188,6 +191,11 @@ def test_a_socket_lives_two_and_a_half_reload_intervals(seconds, lifetime):
 def test_first_lives_spread_the_reconnects_over_one_lifetime():
     assert first_lives(4, 10.0) == [2.5, 5.0, 7.5, 10.0]
     assert first_lives(8, 75.0)[-1] == 75.0
+
+
+@pytest.mark.parametrize(("slot", "path"), [(0, "/ws/t1"), (1, "/ws/t2"), (2, "/ws"), (7, "/ws")])
+def test_two_slots_are_pinned_to_the_faulted_targets(slot, path):
+    assert slot_path("/ws", slot) == path
 
 
 def test_messages_name_slot_life_and_sequence_and_have_one_size():
@@ -293,6 +301,9 @@ def test_a_run_whose_sockets_only_faults_closed_passes_every_websocket_criterion
      "only faults close sockets (1014/1001 in their window), every slot reconnects"),
     # a slot that never reconnected after its fault
     (lambda s: s.pop(1), "only faults close sockets (1014/1001 in their window), every slot reconnects"),
+    # the kill met no socket: the 1014 path was not exercised
+    (lambda s: s.__setitem__(0, _sock(0, 0, 0, 30, 1000, "client", target="t1")),
+     "only faults close sockets (1014/1001 in their window), every slot reconnects"),
     # our own close answered with another code
     (lambda s: s.__setitem__(3, _sock(1, 1, 22, 40, 1011, "end")),
      "only faults close sockets (1014/1001 in their window), every slot reconnects"),
