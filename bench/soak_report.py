@@ -25,8 +25,8 @@ The criteria (each a `Verdict`; any failed one makes `make soak` exit 1):
 - every good reload answered 200, the broken one 400; the gateway exits 0 on SIGTERM;
 - the WebSocket sockets (bench/soak_ws.judge()): every echo back in order, none lost but on
   a socket a fault closed; only faults close sockets (1014 in a killed target's window, 1001
-  in a 503 target's, on a socket to that target), every handshake outside the windows
-  answered 101 and every slot reconnected; every reload crossed by open sockets that went on
+  in a 503 target's, on a socket to that target; each of those faults closes at least one),
+  every handshake outside the windows answered 101 and every slot reconnected; every reload crossed by open sockets that went on
   echoing after it; `gateway_websocket_connections` back to 0; a socket open at SIGTERM
   echoes through the drain and gets 1001 once drain_seconds is over.
 """
