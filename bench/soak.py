@@ -3,15 +3,19 @@
 
 Starts on 127.0.0.1, each on a free port, in a temp dir: redis-server, three soak targets
 (bench/soak_upstream.py), the gateway (bench/soak_config.py's config: JWT, Redis rate limit,
-a retrying pool of the three targets, an aggregate route, access log and metrics on). Then:
+a retrying pool of the three targets, an aggregate route, a WebSocket route, access log and
+metrics on). Then:
 
 1. calibration: the load generator (bench/soak_load.py) in closed loop, 32 workers, the
    soak's own traffic mix, for max(5, min(15, SOAK_SECONDS/40)) s: the maximum the gateway
    serves of that mix on this machine; the soak runs open-loop at 80 % of it;
 2. the loaded phase, SOAK_SECONDS long (default 600): the mix at that rate, a rate-limited
-   stream, and the faults of bench/soak_config.schedule() (printed first), while the
-   gateway's RSS, open fds and CPU are sampled every second;
-3. the end: load stops, the fds are counted again, the gateway gets SIGTERM (exit 0 wanted).
+   stream, a few long-lived WebSocket echo sockets (bench/soak_ws.py), and the faults of
+   bench/soak_config.schedule() (printed first), while the gateway's RSS, open fds and CPU
+   are sampled every second;
+3. the end: load stops, the fds and `gateway_websocket_connections` are read again, one
+   WebSocket is opened (soak_ws.ShutdownProbe) and the gateway gets SIGTERM (exit 0 wanted;
+   the socket must echo through the drain and then get 1001).
 
 The report (bench/soak_report.py) is printed and written as bench/results/soak-<stamp>.txt,
 .json and .png. Exit status: 0 when every criterion held, 1 when one failed, 2 on a harness
@@ -46,8 +50,9 @@ sys.path.insert(0, str(BENCH))
 
 from host import HarnessError, ensure_python, loadavg, machine_info  # noqa: E402
 from procs import Proc, ProcessSet, _start_time, _stat_fields, free_ports, http_get  # noqa: E402
-from soak_config import LIMITED_RATE, Event, gateway_yaml, reload_interval, schedule  # noqa: E402
+from soak_config import DRAIN_SECONDS, LIMITED_RATE, Event, gateway_yaml, reload_interval, schedule  # noqa: E402
 from soak_hostile import malformed_burst, slow_headers  # noqa: E402
+from soak_ws import ShutdownProbe, parse_gauge  # noqa: E402
 from targets import REPO_ROOT  # noqa: E402
 
 RESULTS_DIR = BENCH / "results"
@@ -97,6 +102,8 @@ class Run:
     machine: dict[str, Any] = field(default_factory=dict)
     loadavg: list[str] = field(default_factory=list)
     windows: list[Any] = field(default_factory=list)  # soak_config.Window, set by soak_report.evaluate
+    ws_gauge: float | None = None  # gateway_websocket_connections once the load is over
+    ws_shutdown: dict[str, Any] | None = None  # soak_ws.ShutdownProbe.wait(): a socket across SIGTERM
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -253,19 +260,25 @@ class Soak:
 
     def fire(self, e: Event, token: str) -> None:
         at = time.time()
+        if e.action in ("target_restart", "redis_start"):
+            # A restart is stamped when the process answers, not when it was begun: until then
+            # the fault lasts (Redis still down: fail_open lets requests through, and the
+            # rate-limit check's segment of a fresh, empty Redis must not count them).
+            if e.action == "target_restart":
+                self.start_target(e.arg)
+            else:
+                self.start_redis()
+            self.run.events.append((time.time(), e))
+            return
         self.run.events.append((at, e))
         if e.action == "target_kill":
             self.kill(e.arg)
-        elif e.action == "target_restart":
-            self.start_target(e.arg)
         elif e.action == "target_503":
             self.signal(e.arg, signal.SIGUSR1)
         elif e.action == "target_ok":
             self.signal(e.arg, signal.SIGUSR2)
         elif e.action == "redis_kill":
             self.kill("redis")
-        elif e.action == "redis_start":
-            self.start_redis()
         elif e.action in ("reload", "reload_broken"):
             broken = e.action == "reload_broken"
             previous = self.fail_open
@@ -363,13 +376,14 @@ def calibrate(soak: Soak, run: Run, tokens: list[str]) -> None:
           flush=True)
 
 
-def soak_phase(soak: Soak, run: Run, tokens: list[str], limited_token: str) -> None:
+def soak_phase(soak: Soak, run: Run, tokens: list[str], limited_token: str, ws_token: str) -> None:
     events = schedule(run.seconds)
     gw = soak.procs["gateway"].pid
     popen, out = soak.loadgen({
         "port": run.ports["gateway"], "tokens": tokens, "mode": "open", "rate": run.rate,
         "seconds": run.seconds, "run_id": "soak", "timeout_s": 30, "max_in_flight": 512,
         "limited": {"path": "/api/limited", "token": limited_token, "rate": LIMITED_RATE},
+        "ws": {"path": "/ws", "token": ws_token},
     }, "soak-load")
     run.t0 = time.time()
     soak.new_access_lines()
@@ -417,14 +431,32 @@ def settle_fds(soak: Soak, run: Run, seconds: float = 3.0) -> dict[str, int]:
     return classify_fds(soak.procs["gateway"].pid, run.ports)
 
 
-def finish(soak: Soak, run: Run) -> None:
-    """SIGTERM the gateway (exit code wanted: 0), read its logs and the targets' records."""
+def websocket_gauge(run: Run) -> float | None:
+    """`gateway_websocket_connections` (all routes) from the admin listener, None when unreadable."""
+    try:
+        status, _, body = http_get(run.ports["admin"], "/-/metrics", timeout=5)
+    except OSError:
+        return None
+    return parse_gauge(body.decode(errors="replace")) if status == 200 else None
+
+
+def finish(soak: Soak, run: Run, ws_token: str) -> None:
+    """SIGTERM the gateway with one WebSocket open (exit code wanted: 0; the socket: 1001 after
+    the drain), read its logs and the targets' records."""
     gw = soak.procs["gateway"]
+    probe = ShutdownProbe(run.ports["gateway"], "/ws", ws_token)
+    opened = probe.open()
+    if opened:
+        time.sleep(0.5)  # a couple of echoes before the signal
+        print(f"SIGTERM with one WebSocket open: it should get 1001 after drain_seconds ({DRAIN_SECONDS} s)",
+              flush=True)
+    probe.sigterm_at = time.monotonic()
     soak.signal("gateway", signal.SIGTERM)
     try:
-        run.gateway_exit = gw.popen.wait(timeout=30)
+        run.gateway_exit = gw.popen.wait(timeout=30 + DRAIN_SECONDS)
     except subprocess.TimeoutExpired:
         run.gateway_exit = None
+    run.ws_shutdown = probe.wait(5)
     with open(soak.access_log, "rb") as f:
         run.access_lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     text = (soak.workdir / "gateway.stderr.log").read_text(errors="replace")
@@ -495,14 +527,16 @@ def main(argv: list[str]) -> int:
         ttl = int(a.seconds) + 3600
         tokens = [_mint(soak.secret, f"user-{n}", ttl) for n in range(8)]
         limited_token = _mint(soak.secret, "limited-user", ttl)
+        ws_token = _mint(soak.secret, "ws-user", ttl)
         calibrate(soak, run, tokens)
         run.baseline_fds = settle_fds(soak, run)
         print(f"baseline fds (after calibration, no clients): {run.baseline_fds}", flush=True)
         print(f"loaded phase: {run.rate:,.0f} req/s for {a.seconds:g}s", flush=True)
-        soak_phase(soak, run, tokens, limited_token)
+        soak_phase(soak, run, tokens, limited_token, ws_token)
         run.end_fds = settle_fds(soak, run)
+        run.ws_gauge = websocket_gauge(run)
         run.loadavg.append(loadavg())
-        finish(soak, run)
+        finish(soak, run, ws_token)
         soak.ps.stop_all()
         verdicts = evaluate(run)
         write_report(run, verdicts, RESULTS_DIR, argv)

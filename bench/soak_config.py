@@ -4,7 +4,10 @@
 Redis rate limit on every route (a loose one on the traffic routes, so every request pays
 the Redis round trip, and a tight one on `/api/limited`, the route whose limit is checked),
 a pool of three targets with retries, health checks and a breaker, an aggregate route over
-that pool, access log and metrics on.
+that pool, a `websocket: true` route to the pool's echo at `/ws` and one each to t1 alone
+(`/ws/t1`) and t2 alone (`/ws/t2`), so the kill and the 503 fault always meet open sockets
+(each 101 carries the config generation that admitted it, `X-Soak-Generation`), access log
+and metrics on.
 
 `schedule()` lays the faults out on the loaded phase of `seconds` seconds, as fractions of
 it, so a 60 s run sees every fault in the same order as the default 600 s one; `windows()`
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Event", "GRACE_S", "LIMIT", "Window", "gateway_yaml", "reload_interval", "schedule", "windows"]
+__all__ = ["DRAIN_SECONDS", "Event", "GRACE_S", "LIMIT", "Window", "gateway_yaml", "reload_interval", "schedule", "windows"]
 
 # The checked rate limit: LIMIT requests per LIMIT_WINDOW_S on /api/limited, one subject.
 LIMIT = 10
@@ -24,6 +27,7 @@ LIMITED_RATE = 10.0  # offered per second: twice what the limit lets through
 # A 5xx counts as caused by a fault when its request overlaps [fault start, fault end + GRACE_S].
 GRACE_S = 3.0
 MAX_IDLE = 64  # the pool's max_idle_connections (the default), per target
+DRAIN_SECONDS = 10  # server.drain_seconds: at SIGTERM, open WebSockets get 1001 after this
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ server:
   port: {port}
   processes: 1
   max_body_bytes: 4194304
-  drain_seconds: 10
+  drain_seconds: {DRAIN_SECONDS}
 
 admin:
   host: 127.0.0.1
@@ -148,6 +152,17 @@ upstreams:
     health_check: {{path: /health, interval_seconds: 1, timeout_seconds: 1, healthy_threshold: 2, unhealthy_threshold: 2}}
     circuit_breaker: {{failure_threshold: 5, open_seconds: 2}}
     max_idle_connections: {MAX_IDLE}
+
+  # One target each, for the WebSocket slots pinned to the faulted targets (bench/soak_ws.py);
+  # healthy again on the first good check, so a restarted target takes handshakes within GRACE_S.
+  ws_t1:
+    targets: [http://127.0.0.1:{targets[0]}]
+    connect_timeout: 1
+    health_check: {{path: /health, interval_seconds: 1, timeout_seconds: 1, healthy_threshold: 1, unhealthy_threshold: 2}}
+  ws_t2:
+    targets: [http://127.0.0.1:{targets[1]}]
+    connect_timeout: 1
+    health_check: {{path: /health, interval_seconds: 1, timeout_seconds: 1, healthy_threshold: 1, unhealthy_threshold: 2}}
 
 rate_limit_store: redis://127.0.0.1:{redis_port}/0
 rate_limit_fail_open: {"true" if fail_open else "false"}
@@ -173,7 +188,29 @@ routes:
     strip_prefix: true
     rate_limit: {{requests: 1000000, window_seconds: 60, key: subject}}
     response_headers: {{set: {{X-Soak-Generation: "{generation}"}}}}
-# HOOK(websocket): a `websocket: true` route to the pool's /ws goes here (see soak_upstream.py).
+  - name: ws
+    path: /ws
+    upstream: pool
+    websocket: true
+    websocket_idle_seconds: 60
+    rate_limit: {{requests: 1000000, window_seconds: 60, key: subject}}
+    response_headers: {{set: {{X-Soak-Generation: "{generation}"}}}}
+  - name: ws-t1
+    path: /ws/t1
+    upstream: ws_t1
+    rewrite_prefix: /ws
+    websocket: true
+    websocket_idle_seconds: 60
+    rate_limit: {{requests: 1000000, window_seconds: 60, key: subject}}
+    response_headers: {{set: {{X-Soak-Generation: "{generation}"}}}}
+  - name: ws-t2
+    path: /ws/t2
+    upstream: ws_t2
+    rewrite_prefix: /ws
+    websocket: true
+    websocket_idle_seconds: 60
+    rate_limit: {{requests: 1000000, window_seconds: 60, key: subject}}
+    response_headers: {{set: {{X-Soak-Generation: "{generation}"}}}}
 
 logging: {{level: info, format: json}}
 """

@@ -21,7 +21,9 @@ real clients). Every request started ends as exactly one outcome:
 Each POST carries a unique `X-Soak-Id`; `post_ids` in the result pairs each with its outcome,
 so the soak can match them against what the targets recorded (no POST may arrive twice).
 The `limited` stream sends GETs at a fixed rate to a rate-limited route with one subject's
-token; its (sent, answered, status) triples show whether the limit held.
+token; its (sent, answered, status) triples show whether the limit held. The `ws` plan entry
+adds the WebSocket class (bench/soak_ws.py: a few long-lived echo sockets, apart from the
+request mix and its rate); its sockets and handshakes come back under `ws`.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ class Kind:
     expect_bytes: int = -1  # body length of a 200, -1: not checked
 
 
-# HOOK(websocket): a "ws" class goes here once the gateway relays WebSocket (see soak_upstream.py).
 MIX: tuple[Kind, ...] = (
     Kind("get_1k", "GET", "/api/small", 0.52, expect_bytes=1024),
     Kind("post_1k", "POST", "/api/echo", 0.25, body=CHUNK_1K),
@@ -352,6 +353,13 @@ class Load:
             jobs.append(self.open_loop(float(self.plan["rate"]), seconds))
         if self.plan.get("limited"):
             jobs.append(self.limited_stream(self.plan["limited"], seconds))
+        ws = None
+        if self.plan.get("ws"):
+            from soak_ws import WsTraffic
+
+            spec = self.plan["ws"]
+            ws = WsTraffic(self.port, spec["path"], spec["token"], seconds, started)
+            jobs.append(ws.run())
         await asyncio.gather(*jobs)
         await self.drain()
         still = self.in_flight
@@ -362,6 +370,7 @@ class Load:
             **summarize(self.results, started),
             "limited": self.limited,
             "post_ids": self.post_ids,
+            **({"ws": ws.result()} if ws is not None else {}),
         }
 
 

@@ -22,7 +22,13 @@ The criteria (each a `Verdict`; any failed one makes `make soak` exit 1):
 - the rate limit held: between Redis kills and restarts, allowed <= LIMIT + 1 + span / T
   (GCRA's promise, T = window / limit); none allowed while Redis was down under fail_open
   false; some refused (the limiter did act); see rate_limit_check();
-- every good reload answered 200, the broken one 400; the gateway exits 0 on SIGTERM.
+- every good reload answered 200, the broken one 400; the gateway exits 0 on SIGTERM;
+- the WebSocket sockets (bench/soak_ws.judge()): every echo back in order, none lost but on
+  a socket a fault closed; only faults close sockets (1014 in a killed target's window, 1001
+  in a 503 target's, on a socket to that target; each of those faults closes at least one),
+  every handshake outside the windows answered 101 and every slot reconnected; every reload crossed by open sockets that went on
+  echoing after it; `gateway_websocket_connections` back to 0; a socket open at SIGTERM
+  echoes through the drain and gets 1001 once drain_seconds is over.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from soak_config import GRACE_S, LIMIT, LIMIT_WINDOW_S, LIMITED_RATE, MAX_IDLE, Window, windows
+from soak_config import DRAIN_SECONDS, GRACE_S, LIMIT, LIMIT_WINDOW_S, LIMITED_RATE, MAX_IDLE, Window, windows
+from soak_ws import close_counts, handshake_counts, judge, judge_shutdown
 
 if TYPE_CHECKING:
     from soak import Run
@@ -171,6 +178,10 @@ def evaluate(run: Run) -> list[Verdict]:
                      + ("" if reload_ok else f"; {[r for r in run.reloads if r['status'] not in (200, 400)][:3]}")))
     v.append(Verdict("the gateway exits 0 on SIGTERM at the end", run.gateway_exit == 0,
                      f"exit {run.gateway_exit}"))
+    if "ws" in load:
+        reload_times = [at for at, e in run.events if e.action in ("reload", "reload_broken")]
+        v += [Verdict(*x) for x in judge(load["ws"], wins, reload_times, run.ws_gauge, run.t0)]
+        v.append(Verdict(*judge_shutdown(run.ws_shutdown, DRAIN_SECONDS)))
     return v
 
 
@@ -245,6 +256,17 @@ def table(run: Run, verdicts: list[Verdict], argv: list[str]) -> str:
         f"| reloads (good / broken) | {sum(not r['broken'] for r in run.reloads)} / "
         f"{sum(r['broken'] for r in run.reloads)} |",
     ]
+    ws = load.get("ws")
+    if ws:
+        socks = ws["sockets"]
+        lines += [
+            f"| WebSocket: slots, sockets opened (life {ws['lifetime']:g} s) | {ws['slots']}, {len(socks):,} |",
+            f"| WebSocket messages sent / echoed in order | {sum(s['sent'] for s in socks):,} / "
+            f"{sum(s['echoed'] for s in socks):,} |",
+            f"| WebSocket closes by code | {', '.join(f'{k} x{n}' for k, n in sorted(close_counts(socks).items()))} |",
+            f"| WebSocket handshakes | {_fmt_counts(handshake_counts(ws))} |",
+            f"| gateway_websocket_connections after the load | {run.ws_gauge} |",
+        ]
     mal = run.hostile.get("malformed", {})
     if mal:
         flat: dict[str, int] = {}
@@ -298,7 +320,8 @@ def plot(run: Run, path: Path) -> str | None:
     off = load["started"] - run.t0
     per_s = load["per_second"][:-1] or load["per_second"]
     t = [row[0] + off for row in per_s]
-    fig, ax = plt.subplots(4, 1, figsize=(12, 11), sharex=True)
+    ws = load.get("ws")
+    fig, ax = plt.subplots(5 if ws else 4, 1, figsize=(12, 13.5 if ws else 11), sharex=True)
     ax[0].plot(t, [row[1] for row in per_s], lw=0.8, label="answered/s")
     ax[0].plot(t, [row[2] for row in per_s], lw=0.8, label="200/s")
     ax[0].axhline(run.rate, color="grey", ls=":", lw=0.8, label=f"offered {run.rate:,.0f}/s")
@@ -314,7 +337,24 @@ def plot(run: Run, path: Path) -> str | None:
     for kind in ("client", "upstream"):
         ax[3].plot(st, [s.fd_kinds.get(kind, 0) for s in run.samples], lw=0.7, label=kind)
     ax[3].set_ylabel("gateway open fds")
-    ax[3].set_xlabel("seconds into the loaded phase")
+    if ws:
+        eps = ws["echo_per_second"][:-1] or ws["echo_per_second"]
+        ax[4].plot([sec + off for sec, _ in eps], [n for _, n in eps], lw=0.8, color="tab:green",
+                   label=f"echoes/s ({ws['slots']} sockets)")
+        top = max((n for _, n in eps), default=1)
+        by_code: dict[str, list[float]] = {}
+        for sk in ws["sockets"]:
+            key = f"close {sk['code']}" + (" (ours)" if sk["by"] != "peer" else "")
+            by_code.setdefault(key, []).append(sk["closed"] - run.t0)
+        for (key, xs), marker in zip(sorted(by_code.items()), "v^xo+*", strict=False):
+            ax[4].plot(xs, [top * 1.1] * len(xs), ls="", marker=marker, ms=5, label=key)
+        refused = [h[0] - run.t0 for h in ws["handshakes"] if h[2] != "101"]
+        if refused:
+            ax[4].plot(refused, [top * 1.2] * len(refused), ls="", marker="|", ms=7, color="tab:red",
+                       label="handshake refused")
+        ax[4].set_ylim(bottom=0)
+        ax[4].set_ylabel("WebSocket")
+    ax[-1].set_xlabel("seconds into the loaded phase")
     for w in run.windows:
         for a in ax:
             a.axvspan(w.start - run.t0, w.end - run.t0, color="tab:red", alpha=0.12, lw=0)
@@ -367,6 +407,7 @@ def write_report(run: Run, verdicts: list[Verdict], results: Path, argv: list[st
         "load_started": run.load["started"] - run.t0, "by_kind": run.load["by_kind"],
         "events_not_200": run.load["events"][:5000], "gateway_exit": run.gateway_exit,
         "verdicts": [v.__dict__ for v in verdicts],
+        "websocket": {**run.load.get("ws", {}), "gauge_after_load": run.ws_gauge, "shutdown_probe": run.ws_shutdown},
     }
     (results / f"{stamp}.json").write_text(json.dumps(data, indent=1) + "\n")
     print(f"\nwritten: bench/results/{stamp}.{{txt,json{',png' if why is None else ''}}}"

@@ -12,12 +12,13 @@ Paths (the gateway strips its `/api` prefix before they arrive):
   every POST that reached a target, even one whose body never finished;
 - `GET /health`: 200, or 503 while faulted.
 
-SIGUSR1 makes every answer (health included) `503 {"error": "target_fault"}` until
-SIGUSR2: "a target that starts answering 503 for a while".
+- `GET /ws` (a WebSocket): echoes every message as it came, in order; its `101` carries
+  `X-Soak-Target: <name>`, so the client knows which target its socket reached.
 
-HOOK(websocket): when the gateway gains WebSocket routes, add an echo
-`tornado.websocket.WebSocketHandler` at `/ws` here, a `websocket: true` route in
-soak_config.gateway_yaml() and a "ws" class in soak_load.MIX.
+SIGUSR1 makes every answer (health and WebSocket handshakes included) `503 {"error":
+"target_fault"}` until SIGUSR2: "a target that starts answering 503 for a while". It also
+closes the target's open WebSockets with 1001 ("going away"), as a server taken out of
+service does; the gateway passes that close on to the client (SPEC §6).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import os
 import signal
 
 from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
 from tornado.web import Application, RequestHandler, stream_request_body
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 SMALL = b'{"kind":"small","pad":"' + b"x" * (1024 - 25) + b'"}'
 BIG = b"b" * (1 << 20)
@@ -42,6 +45,14 @@ class State:
     faulted = False
     record_fd = -1
     name = ""
+    sockets: set[WsEcho] = set()
+
+    @classmethod
+    def fault(cls) -> None:
+        """SIGUSR1: answer 503 from now on and close the open WebSockets with 1001."""
+        cls.faulted = True
+        for sock in list(cls.sockets):
+            sock.close(1001, "target going away")
 
 
 class Base(RequestHandler):
@@ -94,10 +105,34 @@ class Echo(Base):
         self.finish({"id": self.soak_id, "bytes": self.received, "target": State.name})
 
 
+class WsEcho(WebSocketHandler):
+    """Each message back as it came (text as text, binary as binary), in order."""
+
+    def prepare(self) -> None:
+        if State.faulted:
+            self.set_status(503)
+            self.set_header("Content-Type", "application/json")
+            self.finish(FAULT)
+            return
+        self.set_header("X-Soak-Target", State.name)  # kept in the 101
+
+    def open(self) -> None:
+        State.sockets.add(self)
+
+    async def on_message(self, message: str | bytes) -> None:
+        try:
+            await self.write_message(message, binary=isinstance(message, bytes))
+        except (WebSocketClosedError, StreamClosedError):
+            pass  # the socket closed meanwhile: nothing to echo to
+
+    def on_close(self) -> None:
+        State.sockets.discard(self)
+
+
 def make_app() -> Application:
     return Application([
         (r"/small", Small), (r"/big", Big), (r"/part/([a-z0-9]+)", Part),
-        (r"/echo", Echo), (r"/health", Health),
+        (r"/echo", Echo), (r"/health", Health), (r"/ws", WsEcho),
     ], log_function=lambda handler: None)
 
 
@@ -110,7 +145,7 @@ async def main() -> None:
     State.name = a.name
     State.record_fd = os.open(a.record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(State, "faulted", True))
+    loop.add_signal_handler(signal.SIGUSR1, State.fault)
     loop.add_signal_handler(signal.SIGUSR2, lambda: setattr(State, "faulted", False))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
