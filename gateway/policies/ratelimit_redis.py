@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -67,7 +68,10 @@ class RedisStore:
             url,
             max_connections=max_connections,
             timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
+            # A late reply is still read (see hit()): the socket's own bound is far above the
+            # deadline, so a slow Redis does not cost a reconnect per late hit; a hung one holds
+            # a connection at most this long, and the pool's bound keeps the rest degraded.
+            socket_timeout=max(10 * timeout_seconds, 2.0),
             socket_connect_timeout=timeout_seconds,
             # No retries inside redis-py: the deadline is the whole budget, and the
             # next hit reconnects anyway.
@@ -80,14 +84,20 @@ class RedisStore:
         self._client = aioredis.Redis.from_pool(pool)
         self._script = self._client.register_script(_GCRA_SCRIPT)
         self._down = False
+        self._commands: set[asyncio.Future[Any]] = set()  # commands not answered yet (a late one finishes alone)
 
     async def hit(self, key: str, rule: GcraRule) -> Decision:
+        """Count a request on ``key``. The command is never cancelled: a hit that outlives the
+        deadline is answered degraded, and its command finishes on its connection in the
+        background. Cancelling it would make redis-py drop the connection (its reply unread),
+        and under load every late hit then costs a reconnect, which makes the next hits later
+        still: `make soak` saw that spiral after a Redis restart."""
         limit, interval, burst = rule.limit, rule.interval, rule.burst
+        command = asyncio.ensure_future(self._script(keys=[KEY_PREFIX + key], args=[interval, burst]))
+        self._commands.add(command)
+        command.add_done_callback(self._settled)
         try:
-            reply = await asyncio.wait_for(
-                self._script(keys=[KEY_PREFIX + key], args=[interval, burst]),
-                self._timeout_seconds,
-            )
+            reply = await asyncio.wait_for(asyncio.shield(command), self._timeout_seconds)
             allowed, reset_us, retry_us = (int(value) for value in reply)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             return self._degraded(limit, exc)
@@ -101,10 +111,22 @@ class RedisStore:
         replaces: redis-py raises ``TimeoutError`` when a connection takes longer than the
         timeout to close, which a busy event loop alone can cause, and that used to abort the
         reload half-way (``POST /-/reload`` answered 500). Every socket is closed either way."""
+        late = list(self._commands)
+        for command in late:  # the store is going away: nobody will read these replies
+            command.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
         try:
             await self._client.aclose()
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.info("rate limit store: closing the replaced Redis connections: %s: %s", type(exc).__name__, exc)
+
+    def _settled(self, command: asyncio.Future[Any]) -> None:
+        """A command is over: forget it, and read its outcome even when nobody waits for it any more
+        (no 'exception was never retrieved' log for a late one that failed)."""
+        self._commands.discard(command)
+        if not command.cancelled():
+            command.exception()
 
     def _degraded(self, limit: int, exc: BaseException) -> Decision:
         if not self._down:

@@ -241,3 +241,26 @@ async def test_close_never_raises_when_the_loop_stalls(io_loop, redis_server, ca
         assert (await observer.info("clients"))["connected_clients"] == 1  # only the observer
     finally:
         await observer.aclose()
+
+
+async def test_a_late_hit_keeps_its_connection_and_counts_once_redis_answers(io_loop, redis_url):
+    """A hit past its deadline is answered degraded at once, but its command is not cancelled: it
+    completes on its connection (no reconnect per late hit, the spiral `make soak` found after a
+    Redis restart under load) and counts, as a request let through would."""
+    store = RedisStore(redis_url, fail_open=True, timeout_seconds=TIMEOUT)
+    admin = aioredis.Redis.from_url(redis_url)
+    rule = GcraRule(20, 60.0)
+    try:
+        await asyncio.gather(*(store.hit("late", rule) for _ in range(4)))  # the pool holds 4 connections
+        before = int((await admin.info("stats"))["total_connections_received"])
+        await admin.execute_command("CLIENT", "PAUSE", str(int(TIMEOUT * 3000)), "WRITE")
+        late = await asyncio.gather(*(timed_hit(store, "late", 20) for _ in range(4)))
+        assert all(decision.allowed and elapsed < MAX_DEGRADED_SECONDS for decision, elapsed in late)
+        await asyncio.sleep(TIMEOUT * 3 + 0.1)  # the pause ends; the four commands complete
+        last = await asyncio.gather(*(store.hit("late", rule) for _ in range(4)))
+        after = int((await admin.info("stats"))["total_connections_received"])
+    finally:
+        await admin.aclose()
+        await store.close()
+    assert sorted(decision.remaining for decision in last) == [8, 9, 10, 11]  # 4 + 4 late + 4: the late counted
+    assert after == before  # the four late commands kept their connections: nothing reconnected
