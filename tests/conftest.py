@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from gateway.ioloop import ParkedReaders
 from gateway.loader import parse_config
 from gateway.server import GatewayServer
 from gateway.upstream import client as upstream_client
+from tests.support.gateway_process import GatewayProcess
 from tests.support.logs import ErrorRecords
 
 upstream_client.install()
@@ -113,6 +115,24 @@ def start_gateway(io_loop: Any) -> Any:
     yield start
     for server in servers:
         io_loop.run_sync(server.shutdown)
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Any]:
+    """``await gateway_process(yaml_text)``: a gateway in a process of its own (``run.py serve``), on
+    the config written to ``tmp_path``; killed at the end if still running."""
+    started: list[GatewayProcess] = []
+
+    async def start(yaml_text: str) -> GatewayProcess:
+        process = GatewayProcess(tmp_path / "gateway.yaml")
+        process.write_config(yaml_text)
+        started.append(process)
+        await process.start()
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
 
 
 @pytest.fixture

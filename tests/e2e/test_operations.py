@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,22 +43,6 @@ def stopped_port() -> int:
     sock, port = bind_unused_port()
     sock.close()
     return port
-
-
-@pytest.fixture
-def gateway_process(tmp_path: Path) -> Iterator[Any]:
-    started: list[GatewayProcess] = []
-
-    async def start(yaml_text: str) -> GatewayProcess:
-        process = GatewayProcess(tmp_path / "gateway.yaml")
-        process.write_config(yaml_text)
-        started.append(process)
-        await process.start()
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 def config(upstream: str, *, extra_upstreams: str = "", extra_routes: str = "", drain: float = 5.0) -> str:

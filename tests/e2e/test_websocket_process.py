@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,22 +21,6 @@ from tests.support.tokens import SECRET, bearer
 from tests.support.ws import WsRecord, ws_app
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def gateway_process(tmp_path: Path) -> Iterator[Any]:
-    started: list[GatewayProcess] = []
-
-    async def start(yaml_text: str) -> GatewayProcess:
-        process = GatewayProcess(tmp_path / "gateway.yaml")
-        process.write_config(yaml_text)
-        started.append(process)
-        await process.start()
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 def config(url: str, *, drain: float = 5.0, route_extra: str = "") -> str:
