@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.raw import AccessLines, RawUpstream, body_of, parse
+from tests.support.wait import wait_for
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 TIMEOUT = 0.3
@@ -28,14 +29,6 @@ async def gateway_for(start_gateway: Any, upstream: RawUpstream) -> Any:
     routes:
       - {{name: app, path: /, upstream: app}}
     """)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
 
 
 def head(request_id: str, framing: str) -> bytes:

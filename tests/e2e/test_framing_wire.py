@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.support.raw import AccessLines, RawUpstream, exchange, parse
 from tests.support.tokens import SECRET
+from tests.support.wait import wait_for
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -177,13 +177,6 @@ async def test_a_refusal_on_the_headers_answers_before_the_body_arrives(raw_upst
 
 
 # --- a body that breaks after the upstream exchange began ---
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
-
 
 async def streamed_then(port: int, upstream: RawUpstream, request_id: str, ending: bytes | None) -> bytes:
     """A chunked upload whose first chunk reaches the upstream; then ``ending`` (None: the client leaves)."""

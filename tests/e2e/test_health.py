@@ -17,6 +17,7 @@ from gateway.config import HealthCheckConfig, Origin, TargetConfig, UpstreamConf
 from gateway.upstream.client import PooledHTTPClient
 from gateway.upstream.pool import UpstreamPool
 from gateway.upstream.target import Target
+from tests.support.wait import wait_for
 
 INTERVAL = 0.05
 
@@ -67,14 +68,6 @@ def silent_port() -> Iterator[int]:
     sock.close()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 def health_pool(
     ports: list[int], changes: list[tuple[int, bool, int]], answers: Callable[[], int], **check: float
 ) -> UpstreamPool:
@@ -108,23 +101,23 @@ async def test_target_goes_out_after_unhealthy_threshold_and_back_after_healthy_
         assert time.monotonic() - started < INTERVAL  # start() never waits for a check
         assert [t.healthy for t in pool.targets] == [True, True, True]  # targets start healthy
 
-        await wait_for(lambda: not t_down.healthy)  # refused 3 times in a row
+        await wait_for(lambda: not t_down.healthy, 3.0)  # refused 3 times in a row
         assert changes[0][:2] == (down, False)
         assert [t.healthy for t in pool.targets] == [True, True, False]
         assert {pool.pick().url for _ in range(20)} == {t_steady.url, t_flappy.url}
 
-        await wait_for(lambda: len(flappy.answers) >= 5)
+        await wait_for(lambda: len(flappy.answers) >= 5, 3.0)
         assert flappy.answers == [200] * len(flappy.answers)
         flappy.status = 503
         switched = len(flappy.answers)
-        await wait_for(lambda: not t_flappy.healthy)
+        await wait_for(lambda: not t_flappy.healthy, 3.0)
         assert changes[1] == (flappy.port, False, switched + 3)  # exactly unhealthy_threshold 503s
         assert {pool.pick().url for _ in range(20)} == {t_steady.url}
         assert pool.ready() is True
 
         flappy.status = 200
         switched = len(flappy.answers)
-        await wait_for(lambda: t_flappy.healthy)
+        await wait_for(lambda: t_flappy.healthy, 3.0)
         assert changes[2] == (flappy.port, True, switched + 2)  # exactly healthy_threshold 200s
         assert {pool.pick().url for _ in range(20)} == {t_steady.url, t_flappy.url}
         assert len(changes) == 3
@@ -151,7 +144,7 @@ async def test_stop_leaves_nothing_running() -> None:
     try:
         await pool.start()
         await pool.start()  # a second start is a no-op
-        await wait_for(lambda: len(upstream.answers) >= 2)
+        await wait_for(lambda: len(upstream.answers) >= 2, 3.0)
         await pool.stop()
         await pool.stop()  # and so is a second stop
         polls = len(upstream.answers)
@@ -172,7 +165,7 @@ async def test_redirect_is_healthy_and_not_followed() -> None:
     pool = health_pool([upstream.port], [], lambda: 0, unhealthy_threshold=1)
     try:
         await pool.start()
-        await wait_for(lambda: len(upstream.answers) >= 3)
+        await wait_for(lambda: len(upstream.answers) >= 3, 3.0)
         assert pool.targets[0].healthy is True
         assert upstream.answers == [302] * len(upstream.answers)  # /elsewhere never asked for
     finally:
@@ -187,7 +180,7 @@ async def test_other_statuses_are_failures(status: int) -> None:
     pool = health_pool([upstream.port], changes, lambda: len(upstream.answers), unhealthy_threshold=2)
     try:
         await pool.start()
-        await wait_for(lambda: not pool.targets[0].healthy)
+        await wait_for(lambda: not pool.targets[0].healthy, 3.0)
         assert changes == [(upstream.port, False, 2)]
         assert pool.ready() is False
     finally:
@@ -201,7 +194,7 @@ async def test_a_silent_target_times_out_and_goes_out(silent_port: int) -> None:
     try:
         started = time.monotonic()
         await pool.start()
-        await wait_for(lambda: not pool.targets[0].healthy)
+        await wait_for(lambda: not pool.targets[0].healthy, 3.0)
         assert time.monotonic() - started >= 0.2  # two timed-out checks of 0.1 s
         assert changes == [(silent_port, False, 0)]
     finally:

@@ -26,6 +26,8 @@ from tornado.tcpserver import TCPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
+from tests.support.wait import wait_for
+
 Answer = tuple[int, dict[str, str]]
 
 
@@ -219,14 +221,6 @@ def now() -> float:
     return IOLoop.current().time()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = now() + timeout
-    while not predicate():
-        if now() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 # --- balancing ---
 
 
@@ -255,7 +249,7 @@ async def test_least_conn_steers_around_a_busy_target(start_upstream, start_gate
     parked: list[Any] = []
     while slow.in_flight == 0:  # ties are broken at random: send until one request sits on "slow"
         parked.append(asyncio.ensure_future(http(gw.url + "/api/parked")))
-        await wait_for(lambda: slow.in_flight + fast.count() >= len(parked))
+        await wait_for(lambda: slow.in_flight + fast.count() >= len(parked), 3.0)
     assert slow.count() == 1
 
     served = [served_by(await http(gw.url + "/api/x")) for _ in range(50)]
@@ -450,7 +444,7 @@ async def test_request_timeout_and_route_timeout_answer_504(start_upstream, star
     response = await http(override.url + "/api/x")
     assert response.code == 504
     assert 0.15 <= now() - started < 0.4
-    await wait_for(lambda: hang.in_flight == 0)  # the gateway hung up on it both times
+    await wait_for(lambda: hang.in_flight == 0, 3.0)  # the gateway hung up on it both times
 
 
 @pytest.mark.timeout(seconds=10)
@@ -593,12 +587,12 @@ async def test_health_check_takes_a_target_out_and_back_in(start_upstream, start
     assert {served_by(await http(gw.url + "/api/x")) for _ in range(10)} == {"a", "b"}
 
     a.health = 503
-    await wait_for(lambda: not target_a.healthy)
+    await wait_for(lambda: not target_a.healthy, 3.0)
     assert [served_by(await http(gw.url + "/api/x")) for _ in range(20)] == ["b"] * 20
     assert (await http(gw.url + "/-/ready")).code == 200  # svc still has "b"
 
     solo.health = 503
-    await wait_for(lambda: not target_solo.healthy)
+    await wait_for(lambda: not target_solo.healthy, 3.0)
     ready = await http(gw.url + "/-/ready")
     assert ready.code == 503
     assert ready.headers["Content-Type"] == "application/json"
@@ -611,12 +605,12 @@ async def test_health_check_takes_a_target_out_and_back_in(start_upstream, start
     assert solo.count() == hits
 
     solo.health = 200
-    await wait_for(lambda: target_solo.healthy)
+    await wait_for(lambda: target_solo.healthy, 3.0)
     assert (await http(gw.url + "/-/ready")).code == 200
     assert served_by(await http(gw.url + "/solo/x")) == "solo"
 
     a.health = 200
-    await wait_for(lambda: target_a.healthy)
+    await wait_for(lambda: target_a.healthy, 3.0)
     assert {served_by(await http(gw.url + "/api/x")) for _ in range(10)} == {"a", "b"}
 
 
@@ -626,10 +620,10 @@ async def test_a_dead_server_goes_out_and_comes_back_on_its_port(start_upstream,
     gw = await start_gateway(upstream_yaml(t(a.url), t(b.url), health_check=HEALTH))
     target_a = gw.holder.runtime.pools["svc"].targets[0]
     await a.die()
-    await wait_for(lambda: not target_a.healthy)  # refused twice in a row
+    await wait_for(lambda: not target_a.healthy, 3.0)  # refused twice in a row
     assert [served_by(await http(gw.url + "/api/x")) for _ in range(10)] == ["b"] * 10  # no retry needed
     a.revive()
-    await wait_for(lambda: target_a.healthy)
+    await wait_for(lambda: target_a.healthy, 3.0)
     assert {served_by(await http(gw.url + "/api/x")) for _ in range(10)} == {"a", "b"}
 
 
@@ -642,7 +636,7 @@ async def test_flapping_health_within_thresholds_keeps_the_target_in(start_upstr
     while flips < 12:  # 503, 200, 503, ...: never two failures in a row
         polls = a.health_polls
         a.health = 503 if flips % 2 == 0 else 200
-        await wait_for(lambda polls=polls: a.health_polls > polls)
+        await wait_for(lambda polls=polls: a.health_polls > polls, 3.0)
         await asyncio.sleep(0.005)
         assert target_a.healthy
         flips += 1

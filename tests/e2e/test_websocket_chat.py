@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.tokens import SECRET, bearer
+from tests.support.wait import wait_for
 from tests.support.ws import ChatServer, start_chat_upstream
 
 
@@ -121,7 +122,7 @@ async def test_50_sockets_while_plain_http_is_served(chat: ChatServer, start_gat
     finally:
         for ws in sockets:
             await ws.close()
-    await wait_until(lambda: not gw.holder.websockets)
+    await wait_for(lambda: not gw.holder.websockets, 10)
     assert 'gateway_websocket_connections{route="chat-ws"} 0.0' in gw.metrics.exposition().decode()
 
 
@@ -130,18 +131,7 @@ async def test_churn(chat: ChatServer, start_gateway) -> None:
     for i in range(30):
         async with client(gw, f"/chat/ws?room_name=churn&user_id=u{i}") as ws:
             assert (await recv_json(ws))["joined"] == f"u{i}"
-    await wait_until(lambda: not gw.holder.websockets)
+    await wait_for(lambda: not gw.holder.websockets, 10)
     text = gw.metrics.exposition().decode()
     assert 'gateway_requests_total{method="GET",route="chat-ws",status="101"} 30.0' in text
     assert 'gateway_websocket_messages_total{direction="to_client",route="chat-ws"} 30.0' in text
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.gateway_process import GatewayProcess
 from tests.support.proc import status_kib
 from tests.support.tokens import SECRET, bearer
+from tests.support.wait import wait_for
 from tests.support.ws import WsRecord, ws_app
 
 MIB = 1024 * 1024
@@ -44,15 +45,6 @@ def client(gateway: GatewayProcess, **kwargs: Any) -> Any:
     return connect(f"ws://127.0.0.1:{gateway.port}/live", **kwargs)
 
 
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.timeout(seconds=40)
 async def test_sigterm_closes_open_sockets_1001_after_the_drain_and_exits_0(start_upstream, gateway_process) -> None:
     record = WsRecord()
@@ -71,7 +63,7 @@ async def test_sigterm_closes_open_sockets_1001_after_the_drain_and_exits_0(star
             await asyncio.wait_for(ws.recv(), 10)
         assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1001, "gateway shutting down")
     assert await gateway.wait(10) == 0
-    await wait_until(lambda: len(record.closes) == 2)
+    await wait_for(lambda: len(record.closes) == 2, 10)
     assert record.closes == [(1001, "gateway shutting down")] * 2
     entry = await gateway.access_line("ws-a")
     assert (entry["status"], entry["route"], entry["method"], entry["path"]) == (101, "live", "GET", "/live")
@@ -156,7 +148,7 @@ async def test_100_mib_to_a_stalled_upstream_pushes_back_on_the_client(start_ups
         stalled = status_kib(gateway.pid, "VmRSS")
         assert (stalled - baseline) * 1024 < 16 * MIB
         await asyncio.wait_for(sending, 60)
-        await wait_until(lambda: len(record.messages) == 101, 60)
+        await wait_for(lambda: len(record.messages) == 101, 60)
         reading.cancel()
     assert all(m == chunk for m in record.messages[1:])
     assert (status_kib(gateway.pid, "VmHWM") - baseline) * 1024 < 32 * MIB

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.tokens import SECRET, bearer
+from tests.support.wait import wait_for
 from tests.support.ws import WsRecord, ws_app
 
 
@@ -67,14 +68,6 @@ async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None]:
         pass
     rcvd = ws.protocol.close_rcvd
     return (rcvd.code, rcvd.reason) if rcvd is not None else (None, None)
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_text_and_binary_round_trip(upstream, record, start_gateway) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-import time
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +11,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import Application, RequestHandler
 
 from tests.support.tokens import SECRET
+from tests.support.wait import wait_for
 
 __all__ = ["AUTH", "Origin", "config", "serve", "cache_counts", "wait_for"]
 
@@ -97,10 +96,3 @@ def cache_counts(gateway: Any) -> dict[str, float]:
     text = gateway.holder.metrics.exposition().decode()
     return {s.labels["result"]: s.value for family in text_string_to_metric_families(text)
             for s in family.samples if s.name == "gateway_cache_total"}
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
