@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from tornado.iostream import IOStream
 from tornado.web import Application, RequestHandler
 
 from gateway.tables import PROXIED_METHODS
@@ -118,3 +119,28 @@ async def test_keep_alive_requests_leave_no_cyclic_garbage(start_upstream: Any, 
         writer.close()
         await writer.wait_closed()
     assert garbage == []
+
+
+@pytest.mark.parametrize("wire, writes", [
+    (b"GET /echo HTTP/1.1\r\nHost: gw\r\n\r\n", 1),  # head and body in one write; finishing adds none
+    (b"GET /nowhere HTTP/1.1\r\nHost: gw\r\n\r\n", 1),  # the gateway's own answer (404 JSON)
+])
+async def test_an_answer_takes_one_write_to_the_client(start_upstream: Any, start_gateway: Any,
+                                                        monkeypatch: pytest.MonkeyPatch, wire: bytes, writes: int) -> None:
+    """Tornado's finish() flushes an empty chunk through the IOStream after the last body chunk went
+    out (ResponseWriter.finish skips it): counted on the client connections' stream writes."""
+    gw = await start_gateway(ROUTES.format(url=start_upstream(upstream_app()).url))
+    await keep_alive(gw.port, [wire])  # warm-up: the upstream's pooled connection
+    counted: list[bytes] = []
+    real_write = IOStream.write
+
+    def counting_write(stream: IOStream, data: Any) -> Any:
+        if stream.socket is not None and stream.socket.getsockname()[1] == gw.port:
+            counted.append(bytes(data))
+        return real_write(stream, data)
+
+    monkeypatch.setattr(IOStream, "write", counting_write)
+    (status, _, body), = await keep_alive(gw.port, [wire])
+    assert status in (200, 404)
+    assert len(counted) == writes
+    assert counted[0].endswith(body)

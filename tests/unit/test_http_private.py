@@ -20,6 +20,9 @@ from gateway.http.response import ResponseWriter
     (RequestHandler.flush, ("self._headers", "self._write_buffer", "self._headers_written", "self._status_code",
                             "self._reason")),
     (RequestHandler.finish, ("self._finished", "self._headers_written")),
+    # ResponseWriter.finish skips the empty flush and does the rest of Tornado's finish() itself
+    (RequestHandler.finish, ("self.request.connection.set_close_callback(None)", "self.flush(include_footers=True)",
+                             "self.request.connection.finish()", "self.on_finish()", "self._break_cycles()")),
     (RequestHandler._execute, ("self._finished", "self.request._body_future")),
     (RequestHandler.on_connection_close, ("self.request._body_future",)),
     # gateway.http.app._ProxyDelegate stands in for _HandlerDelegate + _execute: the same attributes
@@ -45,3 +48,4 @@ def test_the_writer_replaces_tornados_defaults() -> None:
     assert ResponseWriter.clear is not RequestHandler.clear
     assert ResponseWriter.compute_etag is not RequestHandler.compute_etag
     assert ResponseWriter._log is not RequestHandler._log
+    assert ResponseWriter.finish is not RequestHandler.finish
