@@ -34,6 +34,8 @@ class WrkResult:
     errors: int
     ok: bool
     note: str = ""
+    round: int = 0  # which interleaved round (bench/run.py): ratios are also taken within a round
+    cpu_us: float | None = None  # the target's process tree CPU per request over the run (/proc, user + system)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

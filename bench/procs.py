@@ -96,6 +96,16 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and each live descendant so far (/proc/PID/stat)."""
+    ticks = 0
+    for p in [pid, *_descendants(pid)]:
+        fields = _stat_fields(p)
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def tree_peak_rss_kib(pid: int) -> dict[int, int]:
     """VmHWM (KiB) of `pid` and each live descendant, keyed by PID."""
     return {p: _vm_hwm_kib(p) for p in [pid, *_descendants(pid)]}

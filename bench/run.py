@@ -43,7 +43,7 @@ from host import (  # noqa: E402
     plan_cpus,
 )
 from loadgen import WrkResult, run_wrk  # noqa: E402
-from procs import Proc, ProcessSet, free_ports, http_get, pin_prefix, wait_http  # noqa: E402
+from procs import Proc, ProcessSet, free_ports, http_get, pin_prefix, tree_cpu_seconds, wait_http  # noqa: E402
 from report import format_table, summarize  # noqa: E402
 from targets import (  # noqa: E402
     BENCH_DIR,
@@ -255,9 +255,12 @@ class Bench:
             return None
         prefix = TARGETS[t.name].prefix
         threads = self.plan.wrk_threads if connections > 1 else 1
+        cpu_before = tree_cpu_seconds(t.proc.pid)
         result = run_wrk(self.wrk, f"http://127.0.0.1:{t.port}{prefix}/{size}", target=t.name, size=size,
                          connections=connections, threads=threads, duration_s=duration,
                          headers=self.headers, pin=pin_prefix(self.plan.load_cpus))
+        if result.requests:
+            result.cpu_us = (tree_cpu_seconds(t.proc.pid) - cpu_before) / result.requests * 1e6
         t.proc.sample_rss()
         return result
 
@@ -277,6 +280,7 @@ class Bench:
                         r = self.measure(t, size, connections, duration)
                         if r is None:
                             continue
+                        r.round = rnd
                         self.results.append(r)
                         print(f"  round {rnd}/{self.s.rounds}  {TARGETS[t.name].label:<15} {size:<5} "
                               f"c{connections:<3} {r.rps:>10,.0f} req/s  p50 {_ms(r.p50_ms)}  "
