@@ -26,7 +26,8 @@ The gateway sends no ``Server`` and no ``Date`` of its own: a relayed answer
 carries the upstream's (SPEC §1: the answer is the upstream's), a gateway-made
 one neither. Verified on Tornado 6.6.1 (setup.cfg allows 6.4-6.6): relies on
 ``RequestHandler._headers``, ``_write_buffer``, ``_status_code``, ``_reason``,
-``_headers_written``, ``_finished`` and ``_break_cycles()`` (the steps of ``finish()``); pinned by tests/unit/test_http_private.py.
+``_headers_written``, ``_finished``, ``_auto_finish``, ``_prepared_future`` (set as ``__init__`` sets them)
+and ``_break_cycles()`` (the steps of ``finish()``); pinned by tests/unit/test_http_private.py.
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ class ResponseWriter(RequestHandler):
     unread_body = False  # a body follows the headers and has not been read: an early answer closes
     counted = False  # in holder.in_flight
     reported = False  # counted in metrics and the access log
+
+    def __init__(self, application: Any, request: httputil.HTTPServerRequest, **kwargs: Any) -> None:
+        """``RequestHandler.__init__`` without the template namespace (``self.ui``: a dict and a
+        module namespace built per request for templates a proxy never renders; ~1 % of a request's
+        instructions). The rest is Tornado's, in its order."""
+        self.application = application
+        self.request = request
+        self._headers_written = False
+        self._finished = False
+        self._auto_finish = True
+        self._prepared_future = None
+        self.clear()
+        request.connection.set_close_callback(self.on_connection_close)  # type: ignore[union-attr]
+        self.initialize(**kwargs)
 
     def initialize(self, holder: RuntimeHolder) -> None:  # type: ignore[override]
         self.holder = holder

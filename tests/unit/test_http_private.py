@@ -20,6 +20,11 @@ from gateway.http.response import ResponseWriter
     (RequestHandler.flush, ("self._headers", "self._write_buffer", "self._headers_written", "self._status_code",
                             "self._reason")),
     (RequestHandler.finish, ("self._finished", "self._headers_written")),
+    # ResponseWriter.__init__ is RequestHandler.__init__ without the template namespace (self.ui)
+    (RequestHandler.__init__, ("self.application = application", "self.request = request",
+                               "self._headers_written = False", "self._finished = False", "self._auto_finish = True",
+                               "self._prepared_future = None", "self.ui = ", "self.clear()",
+                               "self.on_connection_close", "self.initialize(**kwargs)")),
     # ResponseWriter.finish skips the empty flush and does the rest of Tornado's finish() itself
     (RequestHandler.finish, ("self.request.connection.set_close_callback(None)", "self.flush(include_footers=True)",
                              "self.request.connection.finish()", "self.on_finish()", "self._break_cycles()")),
@@ -49,3 +54,4 @@ def test_the_writer_replaces_tornados_defaults() -> None:
     assert ResponseWriter.compute_etag is not RequestHandler.compute_etag
     assert ResponseWriter._log is not RequestHandler._log
     assert ResponseWriter.finish is not RequestHandler.finish
+    assert ResponseWriter.__init__ is not RequestHandler.__init__
