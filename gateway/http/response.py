@@ -36,10 +36,11 @@ import enum
 import logging
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from tornado import httputil
 from tornado.concurrent import Future
+from tornado.http1connection import HTTP1Connection
 from tornado.web import RequestHandler
 
 from ..context import RequestContext
@@ -56,6 +57,7 @@ from ..headers import request_id_from, tornado_headers
 from ..policies import Reply, Request, Response, run_response_steps
 from ..runtime import RuntimeHolder
 from ..tables import BODILESS_STATUSES
+from .head import write_head
 
 __all__ = ["Phase", "ResponseWriter", "pin_nodelay"]
 
@@ -140,6 +142,18 @@ class ResponseWriter(RequestHandler):
 
     def compute_etag(self) -> str | None:
         return None
+
+    def flush(self, include_footers: bool = False) -> Future[None]:
+        """Tornado's ``flush()``, except that the head goes out through :func:`gateway.http.head.write_head`
+        (``write_headers``' bytes and state without its per-field work)."""
+        if self._headers_written or self._transforms or hasattr(self, "_new_cookie"):
+            return super().flush(include_footers)
+        chunk = b"".join(self._write_buffer)
+        self._write_buffer = []
+        self._headers_written = True
+        request = self.request
+        return write_head(cast(HTTP1Connection, request.connection), request, self._status_code, self._reason,
+                          self._headers, b"" if request.method == "HEAD" else chunk)
 
     def finish(self, chunk: Any = None) -> Future[None]:
         """Tornado's ``finish()`` less its empty flush once the head is out and nothing is buffered
