@@ -191,6 +191,17 @@ class TrustedProxies:
         return f"{', '.join(chain)}, {peer}", client
 
 
+def field(headers: HTTPHeaders, name: str) -> str | None:
+    """``headers.get(name)`` without the KeyError that ``Mapping.get`` raises and catches inside for
+    every absent field (most of those the request path asks for, on most requests). ``name`` is in
+    Tornado's normalized form (``X-Request-Id``, ``Traceparent``): read from ``HTTPHeaders._as_list``,
+    its table by that form (pinned by tests/unit/test_headers.py)."""
+    values = headers._as_list.get(name)  # type: ignore[attr-defined]
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else ",".join(values)
+
+
 def header_value(headers: Mapping[str, str], name: str) -> str | None:
     """``headers[name]`` matched case-insensitively, also for a plain dict."""
     value = headers.get(name)  # tornado's HTTPHeaders is case-insensitive already

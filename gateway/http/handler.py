@@ -39,7 +39,7 @@ from ..cache.step import CacheExchange
 from ..compression import Encoder, accept_encoding
 from ..errors import BadGateway, BodyTooLarge, GatewayError, InternalError, RequestTimeout
 from ..framing import CHUNKED
-from ..headers import Fields, tornado_headers, traceparent_from
+from ..headers import Fields, field, tornado_headers, traceparent_from
 from ..jsonbody import JsonBodyCheck
 from ..policies import BodyMode, Request, run_request_steps
 from ..runtime import RoutePlan, Runtime
@@ -305,7 +305,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         if ctx.match is not None and ctx.match.stripped_prefix:
             headers.append(("X-Forwarded-Prefix", ctx.match.stripped_prefix))
         headers += (("X-Request-Id", ctx.request_id),
-                    ("traceparent", traceparent_from(request_headers.get("traceparent")) if self.trace is None
+                    ("traceparent", traceparent_from(field(request_headers, "Traceparent")) if self.trace is None
                      else self.trace.traceparent))  # the server span's; each try puts its client span's
         if ctx.identity is not None:
             headers += ctx.identity.headers

@@ -53,7 +53,7 @@ from ..errors import (
     render_error,
 )
 from ..framing import body_length, request_host
-from ..headers import request_id_from, tornado_headers
+from ..headers import field, request_id_from, tornado_headers
 from ..policies import Reply, Request, Response, run_response_steps
 from ..runtime import RuntimeHolder
 from ..tables import BODILESS_STATUSES
@@ -109,14 +109,14 @@ class ResponseWriter(RequestHandler):
         self.holder = holder
         request = self.request
         self.started = time.perf_counter()
-        self.ctx = RequestContext(request_id_from(request.headers.get("X-Request-Id")), request.remote_ip or "")
+        headers = request.headers
+        self.ctx = RequestContext(request_id_from(field(headers, "X-Request-Id")), request.remote_ip or "")
         stream = request.connection.stream  # type: ignore[union-attr]
         pin_nodelay(stream)
         guard = getattr(stream, "gateway_guard", None)
         if guard is not None:  # gateway.malformed: Tornado's bare 400 for this request becomes JSON
             guard.delegate = weakref.ref(self)
-        headers = request.headers
-        self.unread_body = "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0"
+        self.unread_body = "Transfer-Encoding" in headers._as_list or field(headers, "Content-Length") not in (None, "0")
 
     def begin(self) -> bool:
         """The checks every request's head goes through first (framing, Host). False when the

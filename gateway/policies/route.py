@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import HeadersTooLarge, MethodNotAllowed, UriTooLong
-from ..headers import TrustedProxies
+from ..headers import TrustedProxies, field
 from ..routing import RouteTable
 from ..tables import PROXIED_METHODS
 from . import CompiledRoute, Request, Step
@@ -49,7 +49,7 @@ class RouteStep(Step):
         if sum(len(k) + len(v) + 4 for k, v in incoming.get_all()) > MAX_HEADER_BYTES:
             raise HeadersTooLarge()
         request.forwarded_for, request.client_ip = self.trusted_proxies.forwarded_for(
-            request.remote_ip, incoming.get("X-Forwarded-For"))
+            request.remote_ip, field(incoming, "X-Forwarded-For"))
         request.ctx.client_ip = request.client_ip
         match = self.routes.match(preflight_method(method, incoming) or method, request.host, request.path)
         request.ctx.match = match

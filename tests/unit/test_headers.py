@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from tornado.httputil import HTTPHeaders
 
+import gateway
 from gateway.config import HeaderRules
 from gateway.errors import BadRequest
 from gateway.headers import (
     FORWARDING_HEADERS,
     STRIPPED_FROM_CLIENTS,
     HeaderPlan,
+    field,
     single_value,
     tornado_headers,
 )
@@ -146,3 +150,26 @@ def test_single_value_refuses_a_repeated_header(lines: tuple[tuple[str, str], ..
     with pytest.raises(BadRequest, match="^the Authorization header is repeated$") as caught:
         single_value(_headers(*lines), "Authorization")
     assert (caught.value.status, caught.value.code) == (400, "bad_request")
+
+
+@pytest.mark.parametrize("block", [
+    "Host: gw\r\n",
+    "Host: gw\r\nX-Request-Id: abc\r\nTraceparent: 00-1-2-01\r\n",
+    "x-forwarded-for: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\ncontent-length: 0\r\n",
+    "X-REQUEST-ID: upper\r\nX-Empty:\r\n",
+])
+@pytest.mark.parametrize("name", ["X-Request-Id", "Traceparent", "X-Forwarded-For", "Content-Length", "X-Empty",
+                                  "Host"])
+def test_field_is_what_httpheaders_get_answers(block: str, name: str) -> None:
+    headers = HTTPHeaders.parse(block)
+    assert field(headers, name) == headers.get(name)
+
+
+def test_every_name_the_package_asks_field_for_is_in_tornados_normalized_form() -> None:
+    """field() reads HTTPHeaders._as_list by the name as given: a name not in the form Tornado keys
+    that table by (``traceparent`` rather than ``Traceparent``) would never be found."""
+    asked = set()
+    for path in Path(gateway.__file__).parent.rglob("*.py"):
+        asked |= set(re.findall(r'\bfield\([^,()]+, "([^"]+)"\)', path.read_text()))
+    assert {"X-Request-Id", "Traceparent", "X-Forwarded-For", "Content-Length"} <= asked
+    assert [name for name in sorted(asked) if HTTPHeaders({name: "x"})._as_list.keys() != {name}] == []
