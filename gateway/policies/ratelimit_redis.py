@@ -8,9 +8,20 @@ time until its budget is whole again, so Redis holds only live keys. The
 arithmetic is :mod:`gateway.policies.gcra`'s, in integer microseconds (exact in
 Lua's doubles up to 2^53 µs, well past the year 2200).
 
-Failure is a named choice (``rate_limit_fail_open``). When Redis is unreachable,
-slow or answers an error, each hit gives up after ``timeout_seconds`` in all
-(connecting, waiting for a pooled connection, and the call itself), and then:
+Failure is a named choice (``rate_limit_fail_open``). "Unavailable" means Redis
+stopped answering, not that this hit is slow: **the deadline is Redis's silence,
+not the hit's age; the gateway's own lag never makes a healthy Redis look down.**
+The store notes when Redis last answered anything (a reply or an error reply).
+At ``timeout_seconds`` a hit that is not answered yet waits on as long as Redis
+answered something within the last ``timeout_seconds`` (since the hit began):
+near saturation the reply is usually in the socket, or the hit is queued for a
+pooled connection behind replies read but not processed yet, and the loop is
+what is late. A hit that hears nothing for ``timeout_seconds`` gives up: a hung
+Redis still costs each hit ``timeout_seconds``, and the hits in flight when it
+hangs give up ``timeout_seconds`` after its last answer. No hit waits longer than
+the socket bound (``max(10 * timeout_seconds, 2.0)``), which is also the pool's
+own wait for a connection. A refused connection or an error reply gives up at
+once. A hit that gives up is then:
 
 - ``fail_open=True``: the hit is allowed and ``on_degraded()`` is called (a
   counter per degraded request);
@@ -31,7 +42,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..errors import ServiceUnavailable
 from .gcra import Decision, GcraRule, gcra_decision
@@ -46,8 +57,9 @@ log = logging.getLogger(__name__)
 class RedisStore:
     """GCRA in Redis; see the module docstring for the failure modes.
 
-    ``timeout_seconds`` bounds a whole hit; ``max_connections`` bounds the pool
-    (a hit waits for a free connection within the same deadline).
+    ``timeout_seconds`` is how long Redis may stay silent before a hit gives up
+    (not how long a hit may take); ``max_connections`` bounds the pool (a hit
+    waiting for a free connection follows the same rule).
     """
 
     def __init__(
@@ -64,14 +76,18 @@ class RedisStore:
         self._fail_open = fail_open
         self._timeout_seconds = timeout_seconds
         self._on_degraded = on_degraded
+        # The longest any hit waits, whatever Redis does: the socket's bound, and the pool's.
+        self._bound_seconds = max(10 * timeout_seconds, 2.0)
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_seconds,
+            # A hit queued for a connection behind others is governed by hit()'s rule, not by
+            # the pool: a pool deadline of timeout_seconds failed hits that only our loop delayed.
+            timeout=self._bound_seconds,
             # A late reply is still read (see hit()): the socket's own bound is far above the
             # deadline, so a slow Redis does not cost a reconnect per late hit; a hung one holds
-            # a connection at most this long, and the pool's bound keeps the rest degraded.
-            socket_timeout=max(10 * timeout_seconds, 2.0),
+            # a connection at most this long.
+            socket_timeout=self._bound_seconds,
             socket_connect_timeout=timeout_seconds,
             # No retries inside redis-py: the deadline is the whole budget, and the
             # next hit reconnects anyway.
@@ -85,26 +101,63 @@ class RedisStore:
         self._script = self._client.register_script(_GCRA_SCRIPT)
         self._down = False
         self._commands: set[asyncio.Future[Any]] = set()  # commands not answered yet (a late one finishes alone)
+        self._answered_at = float("-inf")  # loop.time() when Redis last answered anything
 
     async def hit(self, key: str, rule: GcraRule) -> Decision:
-        """Count a request on ``key``. The command is never cancelled: a hit that outlives the
-        deadline is answered degraded, and its command finishes on its connection in the
-        background. Cancelling it would make redis-py drop the connection (its reply unread),
-        and under load every late hit then costs a reconnect, which makes the next hits later
-        still: `make soak` saw that spiral after a Redis restart."""
+        """Count a request on ``key``.
+
+        The deadline is Redis's silence, not the hit's age: at ``timeout_seconds`` a hit
+        not answered yet waits on while Redis answered anything within the last
+        ``timeout_seconds`` (it is alive, and this hit is behind, usually on our own loop),
+        and gives up once Redis has been silent that long (since the hit began), or at the
+        socket bound whatever happens. The gateway's own lag never makes a healthy Redis
+        look down: under overload a deadline on the hit's age let late hits through
+        (``fail_open``) while their commands still counted, which lifted the limit.
+
+        The command is never cancelled: a hit that gives up is answered degraded, and its
+        command finishes on its connection in the background. Cancelling it would make
+        redis-py drop the connection (its reply unread), and under load every late hit then
+        costs a reconnect, which makes the next hits later still: `make soak` saw that
+        spiral after a Redis restart."""
         limit, interval, burst = rule.limit, rule.interval, rule.burst
-        command = asyncio.ensure_future(self._script(keys=[KEY_PREFIX + key], args=[interval, burst]))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        command = asyncio.ensure_future(self._command(KEY_PREFIX + key, interval, burst))
         self._commands.add(command)
         command.add_done_callback(self._settled)
+        timeout = self._timeout_seconds
+        wait = timeout
+        while True:
+            # asyncio.wait() looks at the command itself when it wakes (wait_for() on a shield
+            # saw the shield's result one loop turn late: a reply and the timer processed in
+            # the same turn, after a stall, made the hit degraded).
+            await asyncio.wait((command,), timeout=wait)
+            if command.done():
+                break
+            now = loop.time()
+            heard = max(self._answered_at, started)
+            if now - heard >= timeout or now - started >= self._bound_seconds:
+                return self._degraded(limit, asyncio.TimeoutError())
+            wait = min(heard + timeout, started + self._bound_seconds) - now
         try:
-            reply = await asyncio.wait_for(asyncio.shield(command), self._timeout_seconds)
-            allowed, reset_us, retry_us = (int(value) for value in reply)
+            allowed, reset_us, retry_us = (int(value) for value in command.result())
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             return self._degraded(limit, exc)
         if self._down:
             self._down = False
             log.info("rate limit store: Redis answers again; limiting resumed")
         return gcra_decision(limit, interval, burst, allowed == 1, reset_us, retry_us)
+
+    async def _command(self, key: str, interval: int, burst: int) -> Any:
+        """Run the script and note when Redis answered: any reply, an error reply included
+        (Redis is alive), but not a connection error or a timeout."""
+        try:
+            reply = await self._script(keys=[key], args=[interval, burst])
+        except ResponseError:
+            self._answered_at = asyncio.get_running_loop().time()
+            raise
+        self._answered_at = asyncio.get_running_loop().time()
+        return reply
 
     async def close(self) -> None:
         """Close the pooled connections; never raises. A reload awaits this for the store it

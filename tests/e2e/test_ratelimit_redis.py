@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -264,3 +265,138 @@ async def test_a_late_hit_keeps_its_connection_and_counts_once_redis_answers(io_
         await store.close()
     assert sorted(decision.remaining for decision in last) == [8, 9, 10, 11]  # 4 + 4 late + 4: the late counted
     assert after == before  # the four late commands kept their connections: nothing reconnected
+
+
+class LoopHog:
+    """Blocks the event loop ``seconds`` at a time, ``gap`` seconds apart, while it runs: a gateway
+    near saturation, whose callbacks keep the loop from the replies that are already read."""
+
+    def __init__(self, seconds: float, gap: float) -> None:
+        self.seconds = seconds
+        self.gap = gap
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+        asyncio.get_running_loop().call_soon(self._turn)
+
+    def stop(self) -> None:
+        self.running = False
+
+    def _turn(self) -> None:
+        if self.running:
+            time.sleep(self.seconds)
+            asyncio.get_running_loop().call_later(self.gap, self._turn)
+
+
+@pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
+async def test_a_stalled_loop_does_not_make_a_healthy_redis_look_down(io_loop, redis_url, fail_open):
+    """The reply arrives while the loop is stalled past the deadline: after the stall the reply and the
+    timer are processed in the same turn, and Redis answered, so the decision is a real one (the old
+    wait_for() on a shield saw the command done one turn late and answered degraded, or 503)."""
+    degraded = Counter()
+    store = RedisStore(redis_url, fail_open=fail_open, timeout_seconds=TIMEOUT, on_degraded=degraded)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert (await store.hit("k", GcraRule(5, 60.0))).remaining == 4  # a pooled connection, the script loaded
+        await admin.execute_command("CLIENT", "PAUSE", "30", "WRITE")  # the hit's reply takes ~30 ms
+        asyncio.get_running_loop().call_later(0.01, time.sleep, TIMEOUT * 3)  # and the loop stalls meanwhile
+        decision, elapsed = await timed_hit(store, "k")
+    finally:
+        await admin.aclose()
+        await store.close()
+    assert (decision.allowed, decision.limit, decision.remaining, decision.retry_after_seconds) == (True, 5, 3, 0.0)
+    assert 23.9 < decision.reset_seconds <= 24.0  # two hits of T = 12 s: a real decision, not a degraded one
+    assert TIMEOUT * 3 <= elapsed < TIMEOUT * 3 + 0.25
+    assert degraded.count == 0
+
+
+@pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
+async def test_an_overloaded_loop_keeps_the_limit_exact(io_loop, redis_url, fail_open):
+    """`make soak` in miniature: the loop is blocked 15 ms of every 20, requests keep arriving faster
+    than it answers them, and hits queue for the pool's four connections behind replies read but not
+    processed yet: most take several times the timeout, while Redis answers all along. None is
+    degraded (the old deadline on each hit's age let the late ones through while their commands
+    still counted, which exceeded the limit, or refused them with 503), and exactly the limit is
+    allowed."""
+    degraded = Counter()
+    store = RedisStore(redis_url, fail_open=fail_open, timeout_seconds=TIMEOUT, on_degraded=degraded, max_connections=4)
+    hog = LoopHog(0.015, 0.005)
+    rule = GcraRule(100, 3600.0)  # T = 36 s: nothing is refilled during the test
+    # A full collection of this process's heap (pytest and every module) stalls the loop ~80 ms
+    # here: a stall of its own, on top of the hog's, that this test is not about.
+    gc.collect()
+    gc.freeze()
+    try:
+        await asyncio.gather(*(store.hit("warm", rule) for _ in range(4)))  # the pool's connections, the script
+        hog.start()
+        started = time.monotonic()
+        hits = []
+        for _ in range(10):  # 50 requests every 10 ms (or whenever the hog lets the loop run)
+            hits += [asyncio.ensure_future(timed_hit(store, "soak", 100, 3600.0)) for _ in range(50)]
+            await asyncio.sleep(0.01)
+        results = await asyncio.gather(*hits, return_exceptions=True)
+        elapsed = time.monotonic() - started
+    finally:
+        hog.stop()
+        gc.unfreeze()
+        await store.close()
+    assert [result for result in results if isinstance(result, BaseException)] == []  # no 503
+    assert degraded.count == 0
+    decisions = [decision for decision, _ in results]  # type: ignore[misc]
+    assert sum(decision.allowed for decision in decisions) == 100
+    assert sorted(decision.remaining for decision in decisions if decision.allowed) == list(range(100))
+    assert max(seconds for _, seconds in results) > TIMEOUT * 3  # type: ignore[misc]  # the hits were late
+    assert elapsed < 3.0
+
+
+async def test_a_redis_that_hangs_under_load_is_detected_one_timeout_after_its_last_answer(io_loop, redis_server):
+    """Hits are late on an overloaded loop (as above) and Redis hangs (SIGSTOP) in the middle. The
+    hits in flight, late as they are, give up TIMEOUT after Redis's last answer, not before it (the
+    old deadline on each hit's age gave up on Redis while it was still answering) and not later; a
+    hit that begins during the hang gives up TIMEOUT after it began, as on a free loop."""
+    degraded = Counter()
+    store = RedisStore(redis_server.url, fail_open=True, timeout_seconds=TIMEOUT, on_degraded=degraded, max_connections=4)
+    hog = LoopHog(0.015, 0.005)
+    rule = GcraRule(10_000, 3600.0)
+    loop = asyncio.get_running_loop()
+    hits: list[tuple[float, float, bool]] = []  # started, ended, degraded
+
+    async def hit() -> None:
+        started = loop.time()
+        decision = await store.hit("hang", rule)
+        hits.append((started, loop.time(), decision.remaining == rule.limit))
+
+    gc.collect()
+    gc.freeze()  # see test_an_overloaded_loop_keeps_the_limit_exact
+    try:
+        await asyncio.gather(*(store.hit("warm", rule) for _ in range(4)))
+        hog.start()
+        tasks = []
+        for wave in range(13):  # as above: 50 requests every 10 ms; Redis hangs after 500
+            if wave == 10:
+                redis_server.pause()
+                paused_at = loop.time()
+            tasks += [asyncio.ensure_future(hit()) for _ in range(50)]
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+    finally:
+        hog.stop()
+        gc.unfreeze()
+        redis_server.resume()
+    try:
+        last_answer = max(ended for _, ended, was_degraded in hits if not was_degraded)
+        assert last_answer > paused_at - 0.05  # Redis answered until it hung
+        late = [(started, ended) for started, ended, was_degraded in hits if was_degraded and started < last_answer]
+        during = [(started, ended) for started, ended, was_degraded in hits if was_degraded and started >= last_answer]
+        assert len(late) + len(during) == degraded.count
+        assert [started for started, _, was_degraded in hits if not was_degraded and started >= last_answer] == []
+        assert len(late) > 0
+        assert max(last_answer - started for started, _ in late) > TIMEOUT  # hits that were late before the hang
+        assert all(last_answer + TIMEOUT - 0.05 <= ended < last_answer + MAX_DEGRADED_SECONDS for _, ended in late)
+        assert len(during) > 0
+        assert all(TIMEOUT * 0.9 <= ended - started < MAX_DEGRADED_SECONDS for started, ended in during)
+        decision = await store.hit("after", rule)
+        assert decision.remaining == rule.limit - 1  # limiting again
+    finally:
+        await store.close()
