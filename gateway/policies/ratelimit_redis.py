@@ -88,7 +88,10 @@ class RedisStore:
             # deadline, so a slow Redis does not cost a reconnect per late hit; a hung one holds
             # a connection at most this long.
             socket_timeout=self._bound_seconds,
-            socket_connect_timeout=timeout_seconds,
+            # Connecting follows hit()'s rule too: after a Redis restart under load every connection
+            # reconnects at once, and a connect deadline on our own loop failed hits a healthy Redis
+            # would have answered. A refused connection still fails at once.
+            socket_connect_timeout=self._bound_seconds,
             # No retries inside redis-py: the deadline is the whole budget, and the
             # next hit reconnects anyway.
             retry=Retry(NoBackoff(), 0),

@@ -229,12 +229,12 @@ async def test_close_never_raises_when_the_loop_stalls(io_loop, redis_server, ca
     await asyncio.gather(*(store.hit(f"k{n}", GcraRule(5, 60.0)) for n in range(5)))  # several pooled connections
     caplog.set_level(logging.INFO, logger=LOGGER)
     loop = asyncio.get_running_loop()
-    for delay in (0.0, 0.001, 0.01):  # a busy event loop, as under load: stalls while the sockets close
-        loop.call_later(delay, time.sleep, TIMEOUT * 3)
+    bound = max(10 * TIMEOUT, 2.0)  # redis-py's close deadline: the store's connect bound (see RedisStore)
+    loop.call_later(0.0, time.sleep, bound + 0.3)  # a loop stalled past it while the sockets close
     await store.close()
     assert [record.getMessage() for record in caplog.records] == [
         f"rate limit store: closing the replaced Redis connections: TimeoutError: "
-        f"Timed out closing connection after {TIMEOUT}"
+        f"Timed out closing connection after {bound}"
     ]
     observer = aioredis.Redis.from_url(redis_server.url)
     try:
