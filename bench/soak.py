@@ -267,6 +267,9 @@ class Soak:
             if e.action == "target_restart":
                 self.start_target(e.arg)
             else:
+                # Redis may answer the gateway before start_redis() sees it ready: between these two
+                # stamps it is neither surely down nor surely up (the rate-limit check leaves it out).
+                self.run.events.append((time.time(), Event(e.at, "redis_starting", e.arg, label="redis starting")))
                 self.start_redis()
             self.run.events.append((time.time(), e))
             return

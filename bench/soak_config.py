@@ -36,7 +36,7 @@ class Event:
 
     at: float
     action: str  # target_kill, target_restart, target_503, target_ok, redis_kill, redis_start,
-    #              reload, reload_broken, malformed_burst, slow_headers
+    #              reload, reload_broken, malformed_burst, slow_headers; redis_starting (stamped, not scheduled)
     arg: str = ""
     duration: float = 0.0  # for malformed_burst and slow_headers
     fail_open: bool = True  # for reloads: the config's rate_limit_fail_open

@@ -75,7 +75,8 @@ def _status_code(outcome: str) -> int:
 def rate_limit_check(run: Run) -> tuple[bool, str, list[str]]:
     """(held, one line, a line per segment) for the rate-limited stream.
 
-    The run is cut at every Redis kill and restart. The gateway decided each request between
+    The run is cut at every Redis kill, at each restart's start and where the restarted Redis first
+    answered the harness (between those two it may have answered the gateway already: not judged). The gateway decided each request between
     its sending and its answer, so a request counts in a segment only when that whole span lies
     inside it (one straddling a cut could have been decided on either side; those are counted
     apart). Within a segment where Redis was up, GCRA promises at most LIMIT + span / T allowed
@@ -86,6 +87,8 @@ def rate_limit_check(run: Run) -> tuple[bool, str, list[str]]:
     for at, e in run.events:
         if e.action == "redis_kill":
             cuts.append((at, f"redis down (fail_open {'true' if e.arg == 'open' else 'false'})"))
+        elif e.action == "redis_starting":
+            cuts.append((at, "redis starting"))
         elif e.action == "redis_start":
             cuts.append((at, "redis restarted (empty)"))
     cuts.append((run.t0 + run.seconds + 60, "end"))
@@ -96,6 +99,9 @@ def rate_limit_check(run: Run) -> tuple[bool, str, list[str]]:
         allowed = sum(1 for *_, st in got if st == 200)
         refused = sum(1 for *_, st in got if st == 429)
         where = f"{max(0.0, t0 - run.t0):6.1f}s-{min(t1, run.t0 + run.seconds) - run.t0:6.1f}s {label}"
+        if label == "redis starting":  # up at some moment in it (it answered start_redis() at its end): not judged
+            lines.append(f"{where}: {allowed} allowed, {refused} refused; not judged (Redis came up within it)")
+            continue
         if label.startswith("redis down"):
             closed = "false" in label
             held &= not (closed and allowed)

@@ -154,6 +154,21 @@ def test_rate_limit_allows_a_fresh_burst_after_redis_comes_back_empty_but_nothin
     assert "1 allowed (0 wanted)" in lines[1]
 
 
+def test_an_answer_while_redis_was_starting_is_not_judged_as_one_while_it_was_down():
+    """A 10-minute soak (11:17) counted a request allowed 40 ms before the harness saw the restarted
+    Redis ready, which had answered the gateway already: between the restart's start and that
+    stamp Redis is neither surely down nor surely up."""
+    ev = [(20.0, Event(20, "redis_kill", "closed")), (24.9, Event(24, "redis_starting", "closed")),
+          (25.0, Event(24, "redis_start", "closed"))]
+    before = _steady(0, 19.8, round(LIMIT_WINDOW_S / LIMIT / 0.1))
+    during, answered_by_the_new_redis = [(21.0, 21.1, 503), (24.0, 24.1, 503)], [(24.92, 24.95, 200)]
+    held, _, lines = rate_limit_check(_run(before + during + answered_by_the_new_redis, ev))
+    assert held is True, lines
+    assert lines[1].endswith("0 allowed (0 wanted)") and "not judged" in lines[2]
+    held, _, lines = rate_limit_check(_run(before + during + [(24.0, 24.05, 200)], ev))  # while down: still caught
+    assert held is False
+
+
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_the_soak_config_loads(tmp_path, fail_open):
     path = tmp_path / "gateway.yaml"
