@@ -18,7 +18,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,23 +28,11 @@ from pathlib import Path
 import jwt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import free_ports, pin_prefix, tree_cpu_seconds  # noqa: E402
+from procs import free_ports, pin_prefix, tree_cpu_seconds, wait_port  # noqa: E402
 from targets import backend_nginx_conf, gateway_yaml, write_bodies  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AIOHTTP = REPO_ROOT / "bench" / "peers" / "aiohttp_proxy.py"
-
-
-def wait_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {seconds:g}s") from None
-            time.sleep(0.05)
 
 
 def wrk(url: str, token: str, seconds: int) -> tuple[int, str]:
@@ -76,7 +63,7 @@ def main() -> int:
         (work / "nginx" / "nginx.conf").write_text(backend_nginx_conf(work / "nginx", backend, www, 1))
         nginx = subprocess.Popen([*pin_prefix([1]), "nginx", "-p", str(work / "nginx"), "-c",
                                   str(work / "nginx" / "nginx.conf"), "-e", str(work / "nginx" / "error.log")])
-        wait_port(backend, 10)
+        wait_port(backend, 10, nginx)
         secret = secrets.token_urlsafe(32)
         token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
         for spec in a.targets:
@@ -92,7 +79,7 @@ def main() -> int:
             proc = subprocess.Popen([*pin_prefix([0]), *argv], cwd=cwd, env={**os.environ, "PYTHONPATH": str(cwd)},
                                     stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb"))
             started[name] = (proc, port)
-            wait_port(port, 30)
+            wait_port(port, 30, proc)
         cpu: dict[str, list[float]] = {name: [] for name in started}
         for rnd in range(1, a.rounds + 1):
             for name, (proc, port) in started.items():

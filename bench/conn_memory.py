@@ -19,7 +19,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,23 +28,11 @@ from pathlib import Path
 import jwt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import free_ports  # noqa: E402
+from procs import free_ports, wait_port  # noqa: E402
 from targets import backend_nginx_conf, gateway_yaml, write_bodies  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _LENGTH = re.compile(rb"Content-Length: (\d+)", re.I)
-
-
-def wait_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {seconds:g}s") from None
-            time.sleep(0.05)
 
 
 def rss_mib(pid: int) -> float:
@@ -101,8 +88,8 @@ def main() -> int:
         gateway = subprocess.Popen([sys.executable, str(REPO_ROOT / "run.py"), "serve", "-c", str(work / "gateway.yaml")],
                                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "gateway.log", "wb"))
         started.append(gateway)
-        wait_port(backend, 10)
-        wait_port(port, 20)
+        wait_port(backend, 10, started[0])
+        wait_port(port, 20, gateway)
         asyncio.run(waves(port, gateway.pid, token, a.connections, a.waves))
         return 0
     finally:

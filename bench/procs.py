@@ -96,6 +96,22 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def wait_port(port: int, seconds: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port`; raise RuntimeError after
+    `seconds`, or at once when `proc` (the process meant to listen there) has exited."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:g}s") from None
+            time.sleep(0.05)
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of `pid` and each live descendant so far (/proc/PID/stat)."""
     ticks = 0
