@@ -304,6 +304,9 @@ async def test_a_refusal_before_the_body_is_read_says_connection_close(gateway, 
     refused = await read_answer(reader)
     assert (refused.code, refused.headers["Connection"]) == (404, "close")
     writer.write(b"hello")
-    assert await asyncio.wait_for(reader.read(), 5) == b""  # and it is closed, as announced
+    try:  # and it is closed, as announced: EOF, or a reset when "hello" reached a socket already closed
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        pass
     writer.close()
     await still_serving(gateway, http)
