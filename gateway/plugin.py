@@ -38,8 +38,9 @@ The contract:
 - ``on_response(request, response)``: called for every answer of a request whose
   ``on_request`` this plugin let through (returned None): relayed or made by the
   gateway (a 502, a later plugin's reply). Change ``response.headers`` (and read
-  ``response.status``) before the client sees them. It may be ``async def``, but must
-  not wait for anything: the answer's head is being written. Do I/O in ``on_request``.
+  ``response.status``) before the client sees them. It may be ``async def`` and may
+  wait: the answer's head waits for it (one with no ``await`` in its code runs to its
+  end at once, without a task; one that may wait runs as a task of its own).
 - Raising anything (in either) answers 500 ``internal_error``, logged with the
   plugin's name and the request id; the gateway goes on serving.
 - Time spent in both is the histogram ``gateway_plugin_duration_seconds{plugin}``.

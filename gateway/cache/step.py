@@ -57,7 +57,7 @@ HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 _NOT_KEPT = frozenset({"content-length", "transfer-encoding", "age", "x-cache"})
 
 OnResult = Callable[[str, str], None]
-FieldsCallback = Callable[[int, str, Fields], None]
+FieldsCallback = Callable[[int, str, Fields], "Awaitable[None] | None"]
 BodyCallback = Callable[[bytes], Any]
 
 
@@ -236,7 +236,9 @@ class CacheExchange:
         fields = list(entry.fields)
         fields += (("Content-Length", str(len(entry.body))), ("Age", str(entry.age(self.step.clock()))),
                    ("X-Cache", HIT))
-        on_headers(200, "OK", fields)
+        stamping = on_headers(200, "OK", fields)
+        if stamping is not None:  # a plugin's on_response that waits
+            await stamping
         waiting = on_body(entry.body) if entry.body else None
         if waiting is not None:
             try:
@@ -252,14 +254,15 @@ class CacheExchange:
         self._on_headers, self._on_body = on_headers, on_body
         return self.on_fields, self.on_chunk
 
-    def on_fields(self, status: int, reason: str, fields: Fields) -> None:
+    def on_fields(self, status: int, reason: str, fields: Fields) -> Awaitable[None] | None:
         self._chunks = None
         if self.keep:
             self._decide(status, fields)
         out = [field for field in fields if field[0].lower() != "x-cache"]
         out.append(("X-Cache", self.state))
         if self._on_headers is not None:
-            self._on_headers(status, reason, out)
+            return self._on_headers(status, reason, out)
+        return None
 
     def on_chunk(self, chunk: bytes) -> Awaitable[None] | None:
         chunks = self._chunks

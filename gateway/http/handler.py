@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from tornado import httputil
@@ -132,7 +133,7 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         self._body_stream = BodyStream(None if length == CHUNKED else length)
 
     def data_received(self, chunk: bytes) -> Any:
-        if self.phase == Phase.ENDED:
+        if self.phase == Phase.ENDED or self.phase == Phase.DECIDED:
             return None  # answered already (refused): the rest of the body is read and dropped
         ctx = self.ctx
         ctx.bytes_in += len(chunk)
@@ -164,8 +165,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         or aggregate, and finish the answer."""
         self.read_done = True
         self._stop_body_timer()
-        if self.phase == Phase.ENDED:
-            return
+        if self.phase == Phase.ENDED or self.phase == Phase.DECIDED:
+            return  # answered already (refused), or its answer waits on a plugin
         await self._run()
 
     def on_connection_close(self) -> None:
@@ -325,12 +326,28 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
 
     # --- the upstream's answer, relayed (the GatewayRequest's fields_callback and streaming_callback) ---
 
-    def on_headers(self, status: int, reason: str, headers: Fields) -> None:
+    def on_headers(self, status: int, reason: str, headers: Fields) -> Awaitable[None] | None:
+        """Stamp the upstream's head and hold it until its first body byte. An awaitable when a
+        plugin's ``on_response`` waits: the upstream is not read on until it is done (a documented
+        extension of our client's ``fields_callback``: gateway.upstream.request)."""
         out = tornado_headers(self.plan.response_headers.apply(headers))  # type: ignore[union-attr]
         if status == 204 and "Content-Length" in out:
             del out["Content-Length"]  # RFC 9110 §8.6: never on a 204 (a 304 may keep it: the representation's)
-        if not self.stamp(status, out):
+        stamped = self.stamp(status, out)
+        if stamped is True:
+            self._hold_stamped(status, reason, out)
+            return None
+        if stamped is False:
             raise InternalError()  # a plugin's on_response raised (logged): answered 500 instead
+        return self._hold_when_stamped(stamped, status, reason, out)
+
+    async def _hold_when_stamped(self, stamped: Awaitable[bool], status: int, reason: str,
+                                 out: httputil.HTTPHeaders) -> None:
+        if not await stamped:
+            raise InternalError()  # as above
+        self._hold_stamped(status, reason, out)
+
+    def _hold_stamped(self, status: int, reason: str, out: httputil.HTTPHeaders) -> None:
         compression = self.plan.compression  # type: ignore[union-attr]
         if compression is not None:
             self._encoder = compression.start(self.request.method or "GET", status, out,

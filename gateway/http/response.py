@@ -6,6 +6,9 @@ An answer is in one :class:`Phase`:
 
 - ``BEFORE``: nothing has reached the client. A failure renders SPEC §4's JSON
   (:meth:`ResponseWriter.fail`) and a retry may still happen upstream.
+- ``DECIDED``: the gateway made its answer (an error, a step's reply) and a
+  plugin's ``on_response`` that waits is still changing its headers. The answer
+  goes out when it is done; a later failure changes nothing.
 - ``STARTED``: the head went out (a relayed answer's first body byte, or an
   answer with no body). A failure can no longer be told to the client: it is
   logged and the connection closed (:meth:`ResponseWriter.cut_off`).
@@ -27,15 +30,18 @@ carries the upstream's (SPEC §1: the answer is the upstream's), a gateway-made
 one neither. Verified on Tornado 6.6.1 (setup.cfg allows 6.4-6.6): relies on
 ``RequestHandler._headers``, ``_write_buffer``, ``_status_code``, ``_reason``,
 ``_headers_written``, ``_finished``, ``_auto_finish``, ``_prepared_future`` (set as ``__init__`` sets them)
-and ``_break_cycles()`` (the steps of ``finish()``); pinned by tests/unit/test_http_private.py.
+and ``_break_cycles()`` (the steps of ``finish()``); pinned by tests/unit/test_http_private.py; and
+``HTTP1Connection._disconnect_on_finish`` (pinned by tests/unit/test_head.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 import weakref
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from tornado import httputil
@@ -68,8 +74,9 @@ class Phase(enum.IntEnum):
     """Where an answer stands: the response-started line is BEFORE → STARTED."""
 
     BEFORE = 0
-    STARTED = 1
-    ENDED = 2
+    DECIDED = 1
+    STARTED = 2
+    ENDED = 3
 
 
 class ResponseWriter(RequestHandler):
@@ -88,6 +95,7 @@ class ResponseWriter(RequestHandler):
     read_done = False  # the whole request body has been read
     declared_length = 0  # the body's: 0 for none, CHUNKED (-1) when chunked; checked by gateway.framing
     unread_body = False  # a body follows the headers and has not been read: an early answer closes
+    refused_unread = False  # refused on its head, its body never to be read: the answer closes
     counted = False  # in holder.in_flight
     reported = False  # counted in metrics and the access log
 
@@ -175,17 +183,19 @@ class ResponseWriter(RequestHandler):
     @property
     def headers_written(self) -> bool:
         """Whether the answer's head went out (read by :mod:`gateway.malformed`)."""
-        return self.phase != Phase.BEFORE
+        return self.phase >= Phase.STARTED
 
     def data_received(self, chunk: bytes) -> Any:
         return None  # an endpoint answers before any body byte: what follows is dropped
 
     # --- answering ---
 
-    def stamp(self, status: int, out: httputil.HTTPHeaders) -> bool:
+    def stamp(self, status: int, out: httputil.HTTPHeaders) -> bool | Coroutine[Any, Any, bool]:
         """Add what every answer carries: X-Request-Id, then the changes of the steps whose
         ``on_response`` is due (CORS, rate-limit headers, plugins). False when a plugin raised
-        there (logged): the answer must then be a 500."""
+        there (logged): the answer must then be a 500. A coroutine of that verdict when a plugin's
+        ``on_response`` may wait (:func:`~gateway.policies.run_response_steps`): the answer's head
+        waits for it."""
         if self.ctx.request_id:
             out["X-Request-Id"] = self.ctx.request_id
         view = self.view
@@ -202,10 +212,7 @@ class ResponseWriter(RequestHandler):
 
     def respond(self, status: int, out: httputil.HTTPHeaders, body: bytes = b"") -> None:
         """A whole answer made by the gateway (not relayed), stamped."""
-        if not self.stamp(status, out):
-            self.fail(InternalError())
-            return
-        self._answer(status, out, body)
+        self._answer_stamped(self.stamp(status, out), status, out, body)
 
     def fail(self, error: GatewayError) -> None:
         """Answer ``error`` as SPEC §4's JSON, or close the connection if an answer already started.
@@ -216,6 +223,10 @@ class ResponseWriter(RequestHandler):
         """
         if self.phase == Phase.ENDED:
             return
+        if self.phase == Phase.DECIDED:
+            log.info("request_id=%s %s while its answer waited on a plugin: that answer stands",
+                     self.ctx.request_id, error.detail)
+            return
         if self.phase == Phase.STARTED:
             log.warning("request_id=%s failed after the response started: %s", self.ctx.request_id, error.detail)
             self.cut_off()
@@ -224,13 +235,10 @@ class ResponseWriter(RequestHandler):
             log.log(logging.WARNING if error.status >= 500 else logging.INFO, "request_id=%s %d %s: %s",
                     self.ctx.request_id, error.status, error.code, error.log_message)
         out = _error_headers()
-        if not self.stamp(error.status, out):  # a plugin's on_response raised (logged); no plugin runs again
-            error = InternalError()
-            out = _error_headers()
-            self.stamp(error.status, out)
+        stamped = self.stamp(error.status, out)
         for name, value in error.headers.items():
             out[name] = value
-        self._answer(error.status, out, render_error(error, self.ctx.request_id))
+        self._answer_stamped(stamped, error.status, out, render_error(error, self.ctx.request_id))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Tornado's ``send_error`` (its own ``HTTPError``s, an uncaught exception): SPEC §4's JSON."""
@@ -291,7 +299,7 @@ class ResponseWriter(RequestHandler):
         started (else with the answer's)."""
         if self.phase == Phase.ENDED:
             return
-        if self.phase == Phase.BEFORE:
+        if self.phase <= Phase.DECIDED:
             self._status_code = status
         self.phase = Phase.ENDED
         self._finished = True  # nothing more can be written
@@ -302,20 +310,44 @@ class ResponseWriter(RequestHandler):
         Connection: close, and the framing fields are removed from the headers Tornado reads the
         body by (after prepare() returns), so Tornado reads no body and adds no bare 400 of its
         own to a malformed one; it closes the connection after the answer instead."""
-        self.unread_body = True
+        self.unread_body = self.refused_unread = True
         self.fail(error)
         headers = self.request.headers
         headers.pop("Content-Length", None)
         headers.pop("Transfer-Encoding", None)
+
+    def _answer_stamped(self, stamped: bool | Coroutine[Any, Any, bool], status: int, out: httputil.HTTPHeaders,
+                        body: bytes) -> None:
+        """Send a gateway-made answer once the steps' ``on_response`` ran: now, or (DECIDED meanwhile)
+        when the plugin that waits is done. A plugin that raised makes it a 500 (no plugin runs
+        on that one: ``plugins_failed``)."""
+        if stamped is True:
+            self._answer(status, out, body)
+        elif stamped is False:
+            self.fail(InternalError())
+        else:
+            self.phase = Phase.DECIDED
+            asyncio.ensure_future(stamped).add_done_callback(lambda done: self._stamped(done, status, out, body))
+
+    def _stamped(self, done: asyncio.Future[bool], status: int, out: httputil.HTTPHeaders, body: bytes) -> None:
+        if self.phase != Phase.DECIDED:
+            return  # the client left, or the connection was cut, while the plugin ran
+        self.phase = Phase.BEFORE
+        self._answer_stamped(not done.cancelled() and done.exception() is None and done.result(), status, out, body)
 
     def _answer(self, status: int, out: httputil.HTTPHeaders, body: bytes) -> None:
         self._status_code = status
         self._reason = httputil.responses.get(status, "Unknown")
         if status not in BODILESS_STATUSES:
             out["Content-Length"] = str(len(body))
-        if not self.read_done and self.unread_body:
+        if self.refused_unread or (not self.read_done and self.unread_body):
             # Answered before its body was read: Tornado closes the connection after it. Say so.
             out["Connection"] = "close"
+            if self.refused_unread:
+                # Tornado took the body as empty (its framing fields were removed): when the answer
+                # waited on a plugin, that "body" was read meanwhile and Tornado would keep the
+                # connection, parsing the real body as a next request. Close after the answer.
+                cast(HTTP1Connection, self.request.connection)._disconnect_on_finish = True
         self._headers = out
         if body and self.request.method != "HEAD":
             self.ctx.bytes_out += len(body)

@@ -119,7 +119,7 @@ class WebSocketProxyHandler(ProxyHandler):
             await super().serve()
             return
         self.read_done = True
-        if self.phase == Phase.ENDED:
+        if self.phase == Phase.ENDED or self.phase == Phase.DECIDED:
             return
         try:
             await self._open()
@@ -157,7 +157,9 @@ class WebSocketProxyHandler(ProxyHandler):
         if self.phase == Phase.ENDED:  # the client left meanwhile
             leg.abandon()
             return
-        stream = self._switch(plan, leg)
+        stream = await self._switch(plan, leg)
+        if stream is None:  # the client left while a plugin's on_response ran
+            return
         relay = Relay(self.holder, plan, self.ctx.route_name, stream, leg)
         self.uncount()  # an open socket is not a request in flight: the drain waits for it on its own
         try:
@@ -190,7 +192,9 @@ class WebSocketProxyHandler(ProxyHandler):
         if refusal is not None and refusal.code != 599:
             pool.end(target, refusal.code < 500)
             self.holder.metrics.upstream_try(pool.name, target.url, seconds)
-            self.on_headers(refusal.code, refusal.reason, list(refusal.headers.get_all()))
+            stamping = self.on_headers(refusal.code, refusal.reason, list(refusal.headers.get_all()))
+            if stamping is not None:  # a plugin's on_response that waits
+                await stamping
             body = refusal.body
             if body:
                 self.ctx.bytes_out += len(body)
@@ -203,15 +207,22 @@ class WebSocketProxyHandler(ProxyHandler):
             raise UpstreamTimeout(log_message=f"WebSocket handshake to {target.url}: {exc}")
         raise BadGateway(log_message=f"WebSocket handshake to {target.url} failed: {exc!r}")
 
-    def _switch(self, plan: RoutePlan, leg: UpstreamLeg) -> IOStream:
-        """Answer the client's handshake with 101 and take its connection from Tornado's HTTP."""
+    async def _switch(self, plan: RoutePlan, leg: UpstreamLeg) -> IOStream | None:
+        """Answer the client's handshake with 101 and take its connection from Tornado's HTTP
+        (None when the client left meanwhile: the upstream leg is let go)."""
         received = leg.headers if leg.headers is not None else httputil.HTTPHeaders()
         fields = [(name, value) for name, value in received.get_all() if name.lower() not in _OUT_OF_101]
         out = tornado_headers(plan.response_headers.apply(fields))
         out["Upgrade"] = "websocket"
         out["Connection"] = "Upgrade"
         out["Sec-WebSocket-Accept"] = accept_value(self.request.headers["Sec-WebSocket-Key"])
-        if not self.stamp(101, out):
+        stamped = self.stamp(101, out)
+        if not isinstance(stamped, bool):  # a plugin's on_response that waits
+            stamped = await stamped
+            if self.phase == Phase.ENDED:
+                leg.abandon()
+                return None
+        if not stamped:
             leg.abandon()
             raise InternalError()  # a plugin's on_response raised (logged)
         self._status_code, self._reason, self._headers = 101, "Switching Protocols", out

@@ -24,10 +24,11 @@ Every step has the one narrow interface operators' plugins have (SPEC §7;
 - ``on_response(request, response)`` changes the answer's headers before the
   client sees them (CORS, rate-limit headers, plugins). It is called, in order,
   for the steps whose ``on_request`` let the request go on (returned None), on
-  every answer: relayed, gateway-made or an error. It must finish without
-  waiting: the answer's head is being written (an ``async def`` one is run to
-  its end without a turn of the event loop; one that awaits real I/O is a
-  failing plugin).
+  every answer: relayed, gateway-made or an error. The built-in ones return
+  None; a plugin's may be ``async def`` and may wait: then its wrapper returns an
+  awaitable, :func:`run_response_steps` hands back an awaitable of its verdict
+  instead of the verdict, and the answer's head waits for it (one with no
+  ``await`` in its code is run to its end at once: no task, no turn of the loop).
 
 The conductor (:class:`gateway.http.handler.ProxyHandler`) runs :func:`run_request_steps` and
 :func:`run_response_steps` and acts on what they return; it decides nothing.
@@ -38,7 +39,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.httputil import HTTPHeaders
@@ -247,25 +248,46 @@ async def run_request_steps(steps: tuple[Step, ...], request: Request) -> Reply 
     return None
 
 
-def run_response_steps(request: Request, response: Response) -> bool:
+def run_response_steps(request: Request, response: Response) -> bool | Coroutine[Any, Any, bool]:
     """Run the ``on_response`` of the steps that let ``request`` go on, in order. False when a
     plugin's raised (it is logged by its wrapper; the answer should then be a 500): from then
-    on no plugin changes an answer of this request."""
+    on no plugin changes an answer of this request. When a plugin's may wait (its wrapper hands
+    back an awaitable), a coroutine of the verdict is returned instead, not yet begun: it runs
+    that plugin and the steps after it, in the task of whoever awaits it."""
     plan = request.plan
     if plan is None:
         return True
+    return _respond_from(request, response, plan.responders)
+
+
+def _respond_from(request: Request, response: Response,
+                  responders: tuple[tuple[int, Step], ...]) -> bool | Coroutine[Any, Any, bool]:
     passed = request.passed
-    for index, step in plan.responders:
+    for position, (index, step) in enumerate(responders):
         if index >= passed:
             break
         if request.plugins_failed and step.is_plugin:
             continue
         try:
-            step.on_response(request, response)
+            waiting = step.on_response(request, response)
         except InternalError:  # a plugin failed (logged by its wrapper)
             request.plugins_failed = True
             return False
+        if waiting is not None:
+            return _respond_after(waiting, request, response, responders[position + 1:])
     return True
+
+
+async def _respond_after(waiting: Awaitable[None], request: Request, response: Response,
+                         responders: tuple[tuple[int, Step], ...]) -> bool:
+    """The rest of :func:`run_response_steps` once a plugin's ``on_response`` that waited is done."""
+    try:
+        await waiting
+    except InternalError:
+        request.plugins_failed = True
+        return False
+    rest = _respond_from(request, response, responders)
+    return rest if isinstance(rest, bool) else await rest
 
 
 def finish_compile(step: Step) -> Step:

@@ -13,6 +13,7 @@ an edited plugin; a module is imported once, as Python does.
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import importlib
 import importlib.util
@@ -21,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -103,6 +104,7 @@ class PluginStep(Step):
         self._observe = observe
         self._asks = type(plugin).on_request is not Plugin.on_request
         self._answers = type(plugin).on_response is not Plugin.on_response
+        self._runs_inline = not _may_wait(type(plugin).on_response)
 
     async def on_request(self, request: Request) -> Reply | None:
         """The plugin's answer; raises InternalError (logged) when it raised or answered nonsense."""
@@ -116,36 +118,67 @@ class PluginStep(Step):
         except Exception:
             self._failed(request, "on_request")
         finally:
-            if self._observe is not None:
-                self._observe(self.name, time.perf_counter() - started)
+            self._timed(started)
         if answer is not None and not isinstance(answer, Reply):
             log.error("request_id=%s plugin %s: on_request returned %s, not a Reply or None",
                       request.ctx.request_id, self.name, type(answer).__name__)
             raise InternalError()
         return answer  # type: ignore[no-any-return]
 
-    def on_response(self, request: Request, response: Response) -> None:
-        """Raises InternalError (logged) when the plugin raised, or waited for something."""
+    def on_response(self, request: Request, response: Response) -> Awaitable[None] | None:
+        """None once the plugin is done; when it may wait, an awaitable of its end, not yet begun
+        (whoever awaits it runs it in a task, so ``asyncio.timeout`` and ``current_task()`` work).
+        Raises InternalError (logged) when the plugin raised; the awaitable raises it when the
+        plugin raised there.
+
+        An ``async def`` with no ``await`` in it (SPEC §7's example) is run to its end here, without
+        a task or a turn of the event loop.
+        """
         if not self._answers:
-            return
+            return None
         started = time.perf_counter()
         try:
             result = self.plugin.on_response(request, response)
-            if inspect.iscoroutine(result):
+            if inspect.iscoroutine(result) and self._runs_inline:
                 try:
                     result.send(None)
                 except StopIteration:
                     pass
-                else:
+                else:  # cannot happen: its code has no point where it could wait (_may_wait)
                     result.close()
-                    raise RuntimeError("on_response awaited something: it must finish without waiting")
+                    raise RuntimeError("on_response waited, though its code has no await")
+            elif inspect.isawaitable(result):
+                return self._awaited(result, request, started)
+        except Exception:
+            self._timed(started)
+            self._failed(request, "on_response")
+        self._timed(started)
+        return None
+
+    async def _awaited(self, waiting: Awaitable[Any], request: Request, started: float) -> None:
+        """The rest of an ``on_response`` that may wait; timed to its end."""
+        try:
+            await waiting
         except Exception:
             self._failed(request, "on_response")
         finally:
-            if self._observe is not None:
-                self._observe(self.name, time.perf_counter() - started)
+            self._timed(started)
+
+    def _timed(self, started: float) -> None:
+        if self._observe is not None:
+            self._observe(self.name, time.perf_counter() - started)
 
     def _failed(self, request: Request, where: str) -> None:
         log.error("request_id=%s plugin %s raised in %s", request.ctx.request_id, self.name, where, exc_info=True)
         raise InternalError() from None
 
+
+def _may_wait(function: Any) -> bool:
+    """Whether a call of ``function`` may wait: an ``async def`` with a point where it could (an
+    ``await``, ``async for`` or ``async with``: a yield in its bytecode), or anything that is not a
+    plain function. Found once per plugin, at load."""
+    function = inspect.unwrap(function)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return True
+    return any(op.opname in ("YIELD_VALUE", "YIELD_FROM") for op in dis.get_instructions(code))

@@ -103,7 +103,7 @@ async def forward(
             try:
                 target = pool.pick(exclude=tried)
             except GatewayError:
-                if held is not None and held[0].replay(on_fields, on_body):
+                if held is not None and await held[0].replay(on_fields, on_body):
                     return held[1]  # no try can go out after all: the client gets the upstream's own answer
                 if last_error is not None:
                     raise last_error from None  # the failure that led here says more than "no target left"
@@ -178,7 +178,7 @@ class _HoldingSink:
         self.chunks: list[bytes] = []
         self.size = 0
 
-    def on_headers(self, status: int, reason: str, headers: Fields) -> None:
+    def on_headers(self, status: int, reason: str, headers: Fields) -> Awaitable[None] | None:
         retry = self.retry
         if status in retry.config.on_statuses and retry.should_retry(
                 method=self.method, attempt=self.attempt, refused=False, failure=None, status=status,
@@ -186,8 +186,8 @@ class _HoldingSink:
             self.held = True
             self.retry_after = next((v for n, v in headers if n.lower() == "retry-after"), None)
             self.answer = (status, reason, headers)
-            return
-        self.relay_fields(status, reason, headers)
+            return None
+        return self.relay_fields(status, reason, headers)
 
     def on_body(self, chunk: bytes) -> Awaitable[None] | None:
         if not self.held:
@@ -197,11 +197,13 @@ class _HoldingSink:
             self.chunks.append(chunk)
         return None
 
-    def replay(self, on_fields: FieldsCallback, on_body: StreamingCallback) -> bool:
+    async def replay(self, on_fields: FieldsCallback, on_body: StreamingCallback) -> bool:
         """Relay the held answer; False when it was too large to keep."""
         if self.answer is None or self.size > MAX_HELD_BYTES:
             return False
-        on_fields(*self.answer)
+        stamping = on_fields(*self.answer)
+        if stamping is not None:  # the consumer's head waits (a plugin's on_response)
+            await stamping
         for chunk in self.chunks:
             on_body(chunk)  # the consumer flushes; the last flush is awaited by its finish()
         return True

@@ -4,9 +4,11 @@
 smuggled into a value. A :class:`ResponseReader` parses one response from a
 :class:`~gateway.upstream.connection.Connection` into two callables, ``on_fields(status,
 reason, fields)`` and ``on_body(chunk)``, and watches the upstream's silence.
-``on_body`` may return an awaitable: reading from the upstream pauses (the transport
+Either may return an awaitable: reading from the upstream pauses (the transport
 stops reading) until it resolves, so a slow consumer pauses the upstream transfer
-instead of filling memory. The bytes are parsed by :class:`~gateway.upstream.parser.ResponseParser`,
+instead of filling memory (and a head waits for a plugin's ``on_response`` that waits).
+An awaitable that fails with a :class:`~gateway.errors.GatewayError` is the consumer's
+own answer (it fails the exchange with it); any other failure means the client went away. The bytes are parsed by :class:`~gateway.upstream.parser.ResponseParser`,
 which is strict (SPEC §4, tests/unit/test_http1_parser.py, tests/e2e/test_upstream_wire.py):
 a malformed status line or field, conflicting framing, a head over 64 KiB, a bad chunk
 are failures, never guessed at.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from ..errors import BadGateway
+from ..errors import BadGateway, GatewayError
 from ..headers import Fields
 from ..tables import BODILESS_STATUSES
 from .connection import Connection, describe
@@ -25,7 +27,7 @@ from .parser import MAX_RESPONSE_HEAD_BYTES, Head, ResponseParser
 
 __all__ = ["ResponseReader", "ResponseInterrupted", "request_head", "MAX_RESPONSE_HEAD_BYTES", "BODILESS_STATUSES"]
 
-OnFields = Callable[[int, str, Fields], None]
+OnFields = Callable[[int, str, Fields], "Awaitable[None] | None"]
 OnBody = Callable[[bytes], "Awaitable[None] | None"]
 
 
@@ -150,18 +152,18 @@ class ResponseReader:
                 return
 
     def _fields(self, head: Head) -> bool:
-        """Hand the head on; False if the consumer failed."""
+        """Hand the head on; False if the consumer failed, or is not ready (reading paused)."""
         self.status = head.status
         self.reason = head.reason
         self.keep_alive = head.keep_alive
         self.started = True
         try:
-            self.on_fields(head.status, head.reason, head.fields)  # type: ignore[misc]
+            pending = self.on_fields(head.status, head.reason, head.fields)  # type: ignore[misc]
         except Exception as exc:  # the consumer's failure is the caller's to report
             self.sink_error = exc
             self._end()
             return False
-        return True
+        return pending is None or self._wait_for(pending)
 
     def _deliver(self, chunk: bytes) -> bool:
         """Hand ``chunk`` on; False (and reading paused) while the consumer is not ready."""
@@ -171,8 +173,10 @@ class ResponseReader:
             self.sink_error = exc
             self._end()
             return False
-        if pending is None:
-            return True
+        return pending is None or self._wait_for(pending)
+
+    def _wait_for(self, pending: Awaitable[None]) -> bool:
+        """True when ``pending`` is already done; else pause reading until it is (False)."""
         if isinstance(pending, asyncio.Future) and pending.done() and not pending.cancelled() and \
                 pending.exception() is None:
             return True  # already flushed: no need to pause
@@ -189,6 +193,10 @@ class ResponseReader:
         if self.done.done():
             return
         error = None if pending.cancelled() else pending.exception()
+        if isinstance(error, GatewayError):  # the consumer's own answer (a plugin's on_response raised)
+            self.sink_error = error
+            self._end()
+            return
         if pending.cancelled() or error is not None:
             self.sink_error = ResponseInterrupted(
                 f"the client went away: {describe(error) if error else 'cancelled'}", upstream_fault=False)

@@ -6,7 +6,10 @@ per-request work, and with two documented extensions:
 
 - ``fields_callback(status, reason, fields)`` receives the response's status line and
   header fields already parsed (``fields``: a list of ``(name, value)``, as received),
-  in place of ``header_callback``'s formatted lines that the caller would parse back.
+  in place of ``header_callback``'s formatted lines that the caller would parse back. It
+  may return an awaitable: the body is not read until it resolves (the proxy's head waits
+  for a plugin's ``on_response`` that waits); one that fails with a GatewayError fails
+  the fetch with it.
 - ``streaming_callback(chunk)`` may return an awaitable: the upstream is not read again
   until it resolves (backpressure for a slow consumer). This extension holds for any
   request sent by :class:`~gateway.upstream.client.PooledHTTPClient`.
@@ -38,7 +41,7 @@ from .http1 import ResponseReader
 
 __all__ = ["GatewayRequest", "GatewayResponse", "template", "parse_origin"]
 
-FieldsCallback = Callable[[int, str, Fields], None]
+FieldsCallback = Callable[[int, str, Fields], "Awaitable[None] | None"]
 StreamingCallback = Callable[[bytes], "Awaitable[None] | None"]
 
 

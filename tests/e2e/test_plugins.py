@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.web import Application, RequestHandler
+from tornado.websocket import WebSocketHandler, websocket_connect
 
 from gateway.config import ConfigError
 from gateway.tokens import mint_token
+from tests.support.raw import exchange, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "plugin-tests-hs256-secret-of-32-bytes-or-more"
@@ -66,8 +68,15 @@ class Slow(Plugin):
         await asyncio.sleep(0.06)
 
 class Waits(Plugin):
+    """An on_response that waits (a lookup, say): the answer's head goes out once it is done."""
+
     async def on_response(self, request, response):
-        await asyncio.sleep(0)
+        if asyncio.current_task() is None:
+            raise RuntimeError("on_response ran outside a task of its own")
+        await asyncio.wait_for(asyncio.sleep(0.05), 5)
+        if "X-Boom-After-Wait" in request.headers:
+            raise RuntimeError("plugin bug, after a wait")
+        response.headers.add("X-Trail", "waited")
 '''
 
 
@@ -116,7 +125,8 @@ def gateway(io_loop: Any, start_upstream: Any, start_gateway: Any, plugin_file: 
       - {{name: private, path: /private, upstream: up, auth: required, plugins: [who]}}
       - {{name: raising, path: /raise, upstream: up, auth: none, plugins: [a, raise]}}
       - {{name: slow, path: /slow, upstream: up, auth: none, plugins: [slow]}}
-      - {{name: waits, path: /waits, upstream: up, auth: none, plugins: [waits]}}
+      - {{name: waits, path: /waits, upstream: up, auth: none, plugins: [waits, a, answer]}}
+      - {{name: waits-down, path: /waits-down, upstream: dead, auth: none, plugins: [waits]}}
       - {{name: down, path: /down, upstream: dead, auth: none, plugins: [a]}}
     """))
 
@@ -203,14 +213,116 @@ async def test_a_plugin_raising_on_the_response_is_a_500_before_the_answer_start
     assert (await http(gateway.url + "/raise", headers={"X-Drop-Me": "1"})).code == 200
 
 
+async def test_an_on_response_that_waits_holds_the_head_until_it_is_done(gateway: Any, http: Any) -> None:
+    resp = await http(gateway.url + "/waits", headers={"X-Drop-Me": "1"})  # relayed
+    assert resp.code == 200
+    assert upstream_saw(resp.body, "X-Trail") == ["a"]
+    assert resp.headers.get_list("X-Trail") == ["waited", "a"]  # in route order, the one after it too
+    resp = await http(gateway.url + "/waits", method="POST", body=b"x" * 100_000, headers={"X-Drop-Me": "1"})
+    assert (resp.code, resp.headers.get_list("X-Trail")) == (200, ["waited", "a"])
+    resp = await http(gateway.url + "/waits/json", headers={"X-Drop-Me": "1"})  # a later plugin's reply
+    assert (resp.code, json.loads(resp.body)["made"]) == (201, "here")
+    assert resp.headers.get_list("X-Trail") == ["waited", "a"]
+    resp = await http(gateway.url + "/waits-down")  # a gateway-made error
+    assert (resp.code, json.loads(resp.body)["error"]) == (502, "bad_gateway")
+    assert resp.headers.get_list("X-Trail") == ["waited"]
+    seen = plugin_histogram(gateway, "waits")
+    assert seen["_count"] == 4 and seen["_sum"] >= 4 * 0.05  # timed to its end, not to its first wait
+
+
 @pytest.mark.expect_errors("gateway", r"^request_id=waits-1 plugin waits raised in on_response$")
-async def test_an_on_response_that_waits_is_a_failing_plugin(gateway: Any, http: Any, caplog: Any) -> None:
+async def test_an_on_response_raising_after_a_wait_is_a_logged_500(gateway: Any, http: Any, caplog: Any) -> None:
     with caplog.at_level(logging.ERROR, logger="gateway"):
-        resp = await http(gateway.url + "/waits", headers={"X-Request-Id": "waits-1"})
+        resp = await http(gateway.url + "/waits", headers={"X-Request-Id": "waits-1", "X-Boom-After-Wait": "1"})
     assert resp.code == 500
+    assert json.loads(resp.body) == {"error": "internal_error", "message": "internal error", "status": 500,
+                                     "request_id": "waits-1"}
+    assert resp.headers.get_list("X-Trail") == []  # once a plugin failed, no plugin changes this request's answers
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.getMessage() == "request_id=waits-1 plugin waits raised in on_response"
-    assert "must finish without waiting" in str(record.exc_info[1])  # type: ignore[index]
+    assert str(record.exc_info[1]) == "plugin bug, after a wait"  # type: ignore[index]
+    assert (await http(gateway.url + "/waits")).code == 200
+
+
+async def test_a_client_gone_while_on_response_waits_costs_nothing(gateway: Any, http: Any) -> None:
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(b"GET /waits HTTP/1.1\r\nHost: gw\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)  # the upstream answered; the plugin waits on the head
+        writer.close()
+    await asyncio.sleep(0.1)  # every plugin call has ended
+    assert gateway.holder.in_flight == 0
+    assert (await http(gateway.url + "/waits")).code == 200
+
+
+class Busy(RequestHandler):
+    def get(self) -> None:
+        self.set_status(503)
+        self.finish(b"busy")
+
+
+async def test_a_cached_answer_and_a_held_retry_answer_wait_for_on_response(start_upstream: Any, start_gateway: Any,
+                                                                           plugin_file: Path, http: Any) -> None:
+    """The two answers that reach the client other than as they arrive: a cache hit, replayed, and an
+    upstream's 503 kept back for a retry that could not go out, relayed after all."""
+    up = start_upstream(Application([(r"/busy", Busy), (r".*", Echo)]))
+    gw = await start_gateway(f"""
+    upstreams:
+      up: {{targets: ["{up.url}"], retry: {{attempts: 2, backoff_seconds: 0.01, on_statuses: [503]}},
+            circuit_breaker: {{failure_threshold: 1, open_seconds: 30}}}}
+    plugins: [{{name: waits, class: "{plugin_file}:Waits"}}]
+    routes:
+      - {{name: cached, path: /cached, upstream: up, auth: none, cache: {{ttl_seconds: 30}}, plugins: [waits]}}
+      - {{name: busy, path: /busy, upstream: up, auth: none, plugins: [waits]}}
+    """)
+    miss, hit = await http(gw.url + "/cached"), await http(gw.url + "/cached")
+    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
+    assert miss.headers.get_list("X-Trail") == hit.headers.get_list("X-Trail") == ["waited"]
+    assert hit.body == miss.body
+    busy = await http(gw.url + "/busy")  # its 503 opened the only target's circuit: no retry can go out
+    assert (busy.code, busy.body, busy.headers.get_list("X-Trail")) == (503, b"busy", ["waited"])
+
+
+class EchoSocket(WebSocketHandler):
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(message, binary=isinstance(message, bytes))
+
+
+async def test_a_websocket_handshake_waits_for_on_response_too(start_upstream: Any, start_gateway: Any,
+                                                                plugin_file: Path) -> None:
+    up = start_upstream(Application([(r"/ws/refused", Busy), (r".*", EchoSocket)]))
+    gw = await start_gateway(f"""
+    upstreams: {{up: {{targets: ["{up.url}"]}}}}
+    plugins: [{{name: waits, class: "{plugin_file}:Waits"}}]
+    routes: [{{name: ws, path: /ws, upstream: up, auth: none, websocket: true, plugins: [waits]}}]
+    """)
+    conn = await websocket_connect(f"ws://127.0.0.1:{gw.port}/ws", connect_timeout=5)
+    try:
+        assert conn.headers.get_list("X-Trail") == ["waited"]  # on the 101
+        await conn.write_message("hello")
+        assert await asyncio.wait_for(conn.read_message(), 5) == "hello"
+    finally:
+        conn.close()
+    # an upstream that refuses the handshake: its answer is relayed, stamped the same way
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(b"GET /ws/refused HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        status, headers, _ = parse(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    finally:
+        writer.close()
+    assert (status, headers.get("x-trail"), body) == (503, "waited", b"busy")
+    # a handshake refused on its head with its body unread: the answer waits, says close, and the
+    # body is never read as a next request
+    raw = await exchange(gw.port, b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                                  b"Content-Length: 27\r\n\r\nGET /ws HTTP/1.1\r\nHost: gw\r\n\r\n")
+    status, headers, rest = parse(raw)
+    assert (status, headers["connection"], headers.get("x-trail")) == (400, "close", "waited")
+    assert rest == b'{"error":"bad_request","message":"a WebSocket handshake has no body","status":400,' \
+                   b'"request_id":"%s"}' % headers["x-request-id"].encode()  # one answer, then the close
 
 
 def plugin_histogram(gateway: Any, plugin: str) -> dict[str, float]:
