@@ -45,7 +45,8 @@ The contract:
   plugin's name and the request id; the gateway goes on serving.
 - Time spent in both is the histogram ``gateway_plugin_duration_seconds{plugin}``.
 - Plugins share the gateway's event loop: never block it. For HTTP calls use
-  :func:`http_client` (the gateway's ``AsyncHTTPClient``).
+  :func:`http_client`, or ``AsyncHTTPClient()`` (re-exported here: the gateway configures
+  it to its pooled client at start, so both are the same object).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from .policies import Reply, Request, Response, Step
 
-__all__ = ["Plugin", "Request", "Response", "Reply", "http_client"]
+__all__ = ["Plugin", "Request", "Response", "Reply", "http_client", "AsyncHTTPClient"]
 
 
 class Plugin(Step):

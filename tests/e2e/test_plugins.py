@@ -27,7 +27,7 @@ SECRET = "plugin-tests-hs256-secret-of-32-bytes-or-more"
 
 PLUGINS = '''\
 import asyncio
-from gateway.plugin import Plugin, Reply
+from gateway.plugin import AsyncHTTPClient, Plugin, Reply, http_client
 
 class Answer(Plugin):
     async def on_request(self, request):
@@ -66,6 +66,23 @@ class Raise(Plugin):
 class Slow(Plugin):
     async def on_request(self, request):
         await asyncio.sleep(0.06)
+
+class Lookup(Plugin):
+    """Asks another service, through the gateway's own client, both ways."""
+
+    def __init__(self, config):
+        self.url = config["url"]
+
+    async def on_request(self, request):
+        client = http_client()
+        if client is not AsyncHTTPClient() or type(client).__name__ != "PooledHTTPClient":
+            raise RuntimeError(f"not the gateway's client: {client!r}")
+        found = await client.fetch(self.url + "/lookup?who=" + request.path)
+        request.headers["X-Looked-Up"] = found.body.decode()
+
+    async def on_response(self, request, response):
+        found = await AsyncHTTPClient().fetch(self.url + "/lookup?who=answer", raise_error=False)
+        response.headers["X-Looked-Up"] = found.body.decode()
 
 class Waits(Plugin):
     """An on_response that waits (a lookup, say): the answer's head goes out once it is done."""
@@ -254,6 +271,25 @@ async def test_a_client_gone_while_on_response_waits_costs_nothing(gateway: Any,
     await asyncio.sleep(0.1)  # every plugin call has ended
     assert gateway.holder.in_flight == 0
     assert (await http(gateway.url + "/waits")).code == 200
+
+
+class Lookups(RequestHandler):
+    def get(self) -> None:
+        self.finish(b"found " + self.get_argument("who").encode())
+
+
+async def test_a_plugin_calls_out_through_the_gateways_client(start_upstream: Any, start_gateway: Any,
+                                                              plugin_file: Path, http: Any) -> None:
+    up = start_upstream(Application([(r"/lookup", Lookups), (r".*", Echo)]))
+    gw = await start_gateway(f"""
+    upstreams: {{up: {{targets: ["{up.url}"]}}}}
+    plugins: [{{name: lookup, class: "{plugin_file}:Lookup", config: {{url: "{up.url}"}}}}]
+    routes: [{{name: r, path: /r, upstream: up, auth: none, plugins: [lookup]}}]
+    """)
+    resp = await http(gw.url + "/r/x")
+    assert resp.code == 200
+    assert upstream_saw(resp.body, "X-Looked-Up") == ["found /r/x"]
+    assert resp.headers["X-Looked-Up"] == "found answer"
 
 
 class Busy(RequestHandler):
