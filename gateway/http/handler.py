@@ -355,8 +355,8 @@ class ProxyHandler(ResponseWriter, ForwardEvents):
         self.hold(status, reason or httputil.responses.get(status, "Unknown"), out)
 
     def on_body(self, chunk: bytes) -> Any:
-        if not chunk or self.request.method == "HEAD":
-            return None
+        if not chunk or self.request.method == "HEAD" or self.phase == Phase.ENDED:
+            return None  # nothing to send; or the client left (while a held answer's head waited on a plugin)
         if self._encoder is not None:
             chunk = self._encoder.compress(chunk)  # flushed: a streamed answer stays streamed
         self.ctx.bytes_out += len(chunk)

@@ -195,6 +195,8 @@ class WebSocketProxyHandler(ProxyHandler):
             stamping = self.on_headers(refusal.code, refusal.reason, list(refusal.headers.get_all()))
             if stamping is not None:  # a plugin's on_response that waits
                 await stamping
+                if self.phase == Phase.ENDED:  # the client left meanwhile
+                    return
             body = refusal.body
             if body:
                 self.ctx.bytes_out += len(body)

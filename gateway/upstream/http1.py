@@ -8,10 +8,11 @@ Either may return an awaitable: reading from the upstream pauses (the transport
 stops reading) until it resolves, so a slow consumer pauses the upstream transfer
 instead of filling memory (and a head waits for a plugin's ``on_response`` that waits).
 An awaitable that fails with a :class:`~gateway.errors.GatewayError` is the consumer's
-own answer (it fails the exchange with it); any other failure means the client went away. The bytes are parsed by :class:`~gateway.upstream.parser.ResponseParser`,
-which is strict (SPEC §4, tests/unit/test_http1_parser.py, tests/e2e/test_upstream_wire.py):
-a malformed status line or field, conflicting framing, a head over 64 KiB, a bad chunk
-are failures, never guessed at.
+own answer (it fails the exchange with it); any other failure means the client went
+away. The bytes are parsed by :class:`~gateway.upstream.parser.ResponseParser`, which
+is strict (SPEC §4, tests/unit/test_http1_parser.py, tests/e2e/test_upstream_wire.py): a
+malformed status line or field, conflicting framing, a head over 64 KiB, a bad chunk are
+failures, never guessed at.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ order, a raising plugin, a slow one, load errors (in process and through `gatewa
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -262,13 +263,8 @@ async def test_an_on_response_raising_after_a_wait_is_a_logged_500(gateway: Any,
 
 
 async def test_a_client_gone_while_on_response_waits_costs_nothing(gateway: Any, http: Any) -> None:
-    for _ in range(5):
-        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-        writer.write(b"GET /waits HTTP/1.1\r\nHost: gw\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.01)  # the upstream answered; the plugin waits on the head
-        writer.close()
-    await asyncio.sleep(0.1)  # every plugin call has ended
+    for path in ("/waits", "/waits-down", "/waits/json"):  # relayed, a 502, a later plugin's reply
+        await leave_while_waiting(gateway.port, b"GET %s HTTP/1.1\r\nHost: gw\r\n\r\n" % path.encode())
     assert gateway.holder.in_flight == 0
     assert (await http(gateway.url + "/waits")).code == 200
 
@@ -302,15 +298,16 @@ async def test_a_cached_answer_and_a_held_retry_answer_wait_for_on_response(star
                                                                            plugin_file: Path, http: Any) -> None:
     """The two answers that reach the client other than as they arrive: a cache hit, replayed, and an
     upstream's 503 kept back for a retry that could not go out, relayed after all."""
-    up = start_upstream(Application([(r"/busy", Busy), (r".*", Echo)]))
+    up = start_upstream(Application([(r"/busy.*", Busy), (r".*", Echo)]))
+    pool = (f'{{targets: ["{up.url}"], retry: {{attempts: 2, backoff_seconds: 0.01, on_statuses: [503]}}, '
+            f'circuit_breaker: {{failure_threshold: 1, open_seconds: 30}}}}')
     gw = await start_gateway(f"""
-    upstreams:
-      up: {{targets: ["{up.url}"], retry: {{attempts: 2, backoff_seconds: 0.01, on_statuses: [503]}},
-            circuit_breaker: {{failure_threshold: 1, open_seconds: 30}}}}
+    upstreams: {{up: {pool}, again: {pool}}}
     plugins: [{{name: waits, class: "{plugin_file}:Waits"}}]
     routes:
       - {{name: cached, path: /cached, upstream: up, auth: none, cache: {{ttl_seconds: 30}}, plugins: [waits]}}
       - {{name: busy, path: /busy, upstream: up, auth: none, plugins: [waits]}}
+      - {{name: busy-gone, path: /busy-gone, upstream: again, auth: none, plugins: [waits]}}
     """)
     miss, hit = await http(gw.url + "/cached"), await http(gw.url + "/cached")
     assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
@@ -318,6 +315,21 @@ async def test_a_cached_answer_and_a_held_retry_answer_wait_for_on_response(star
     assert hit.body == miss.body
     busy = await http(gw.url + "/busy")  # its 503 opened the only target's circuit: no retry can go out
     assert (busy.code, busy.body, busy.headers.get_list("X-Trail")) == (503, b"busy", ["waited"])
+    await leave_while_waiting(gw.port, b"GET /busy-gone HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert gw.holder.in_flight == 0
+
+
+async def leave_while_waiting(port: int, request: bytes) -> None:
+    """Send ``request`` and hang up while Waits holds its answer's head; then let every plugin call end
+    and collect, so that a write left unretrieved on the closed connection would be logged (an ERROR)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    await asyncio.sleep(0.02)  # the upstream answered within this; Waits takes 0.05 s
+    writer.close()
+    await asyncio.sleep(0.1)
+    gc.collect()
+    await asyncio.sleep(0)
 
 
 class EchoSocket(WebSocketHandler):
@@ -350,6 +362,9 @@ async def test_a_websocket_handshake_waits_for_on_response_too(start_upstream: A
     finally:
         writer.close()
     assert (status, headers.get("x-trail"), body) == (503, "waited", b"busy")
+    await leave_while_waiting(gw.port, b"GET /ws/refused HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n"
+                                       b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                       b"Sec-WebSocket-Version: 13\r\n\r\n")
     # a handshake refused on its head with its body unread: the answer waits, says close, and the
     # body is never read as a next request
     raw = await exchange(gw.port, b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
