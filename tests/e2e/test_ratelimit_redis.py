@@ -315,7 +315,7 @@ async def test_a_stalled_loop_does_not_make_a_healthy_redis_look_down(io_loop, r
 async def test_an_overloaded_loop_keeps_the_limit_exact(io_loop, redis_url, fail_open):
     """`make soak` in miniature: the loop is blocked 15 ms of every 20, requests keep arriving faster
     than it answers them, and hits queue for the pool's four connections behind replies read but not
-    processed yet: most take several times the timeout, while Redis answers all along. None is
+    processed yet: most take longer than the timeout, while Redis answers all along. None is
     degraded (the old deadline on each hit's age let the late ones through while their commands
     still counted, which exceeded the limit, or refused them with 503), and exactly the limit is
     allowed."""
@@ -346,7 +346,9 @@ async def test_an_overloaded_loop_keeps_the_limit_exact(io_loop, redis_url, fail
     decisions = [decision for decision, _ in results]  # type: ignore[misc]
     assert sum(decision.allowed for decision in decisions) == 100
     assert sorted(decision.remaining for decision in decisions if decision.allowed) == list(range(100))
-    assert max(seconds for _, seconds in results) > TIMEOUT * 3  # type: ignore[misc]  # the hits were late
+    # The hits were late: 368-471 of the 500 older than the timeout in ten runs here (the slowest hit
+    # anywhere from 0.18 to 0.67 s, too spread to bound), each of which the old deadline answered degraded.
+    assert sum(seconds > TIMEOUT for _, seconds in results) >= 100  # type: ignore[misc]
     assert elapsed < 3.0
 
 
