@@ -245,7 +245,7 @@ class RuntimeHolder:
         self.access_log = access_log
         self.draining = False
         self.cutting = False  # drain_seconds ran out: the gateway itself closes the connections left
-        self.websockets: set[Any] = set()  # relays open now (gateway.http.websocket), closed 1001 after the drain
+        self.websockets: set[Any] = set()  # relays open now (gateway.http.wsrelay), closed 1001 after the drain
         self._in_flight = 0
         self._report_in_flight = metrics.set_in_flight
         self.recent_errors = RecentErrors()  # the last error answers, for /-/errors and the dashboard

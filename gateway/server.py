@@ -39,7 +39,7 @@ from .admin import exposed_without_token, make_admin_app
 from .config import ConfigError, GatewayConfig, ListenError
 from .headwait import CLIENT_IDLE_SECONDS, HeadDeadline
 from .http.app import GatewayApplication
-from .http.websocket import close_websockets
+from .http.wsrelay import close_websockets
 from .loader import load_config
 from .logs import configure_logging
 from .malformed import GatewayHTTPServer

@@ -1,7 +1,8 @@
 """WebSocket routes (SPEC §6): what is decided once per route, and the pure rules of the relay.
 
 The relay itself (a handshake through the policy steps, then messages both ways)
-is :mod:`gateway.http.websocket`. This module holds what it looks up:
+is :mod:`gateway.http.websocket` and :mod:`gateway.http.wsrelay`. This module holds
+what they look up:
 
 - :class:`WebSocketPlan`: a ``websocket: true`` route's limits, compiled at load
   (``RoutePlan.websocket``; None on every other route, which so pays nothing).

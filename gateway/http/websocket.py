@@ -16,82 +16,35 @@ the upstream's handshake is made with the very header plan of a proxied request
 identity headers, the client's copies removed) by an :class:`UpstreamLeg`,
 Tornado's ``WebSocketClientConnection`` (what ``websocket_connect`` builds). An
 upstream that answers anything but ``101`` has its answer relayed as any
-answer; one that cannot be reached is 502/503/504. After the upstream's ``101``
+answer; one that cannot be reached is 502/503/504. The pool's retries apply as to any
+GET without a body (:meth:`WebSocketProxyHandler._handshake`). After the upstream's ``101``
 the client gets its own ``101`` (the upstream's subprotocol and fields, through
-the route's response rules and ``on_response`` steps) and a :class:`Relay` takes
-both connections: each is Tornado's ``WebSocketProtocol13`` (:class:`LegProtocol`),
-whose frame loop does not read the next frame until the message it handed over
-has been written to the other side's socket. That is the backpressure: a reader
-that stalls stops the other side's reading, and memory stays at about one
-message per direction.
-
-What passes: text and binary messages (a fragmented message is passed on whole,
-as one frame: each leg is its own connection), pings (answered by the gateway
-at once and also passed on; the pong to a passed-on ping is not passed back, the
-pinging side has its answer), close codes and reasons
-(:func:`gateway.websocket.close_for_other_side`). Compression is not negotiated
-on either leg.
-
-A socket ends with one access-log line and ``gateway_requests_total`` count
-(status 101, its whole duration, message bytes each way); while open it is in
-``gateway_websocket_connections{route}`` and :attr:`RuntimeHolder.websockets`,
-not in the in-flight requests. It keeps the runtime (route, limits, upstream)
-its handshake was admitted with, across reloads. Shutdown (:func:`close_websockets`)
-closes those still open with 1001 once ``drain_seconds`` is over.
-
-Verified on Tornado 6.6.1; relies on ``WebSocketProtocol13``'s ``_receive_frame_loop``,
-``_handle_message``, ``_write_frame``, ``_abort``, ``server_terminated``, and
-``WebSocketClientConnection``'s ``_on_http_response`` and ``headers``; pinned by
-tests/e2e/test_websocket_wire.py.
+the route's response rules and ``on_response`` steps) and a
+:class:`~gateway.http.wsrelay.Relay` takes both connections until both sides closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import struct
 import time
-from asyncio import Future
-from types import TracebackType
-from typing import Any, cast
 
 from tornado import httputil
-from tornado.httpclient import HTTPRequest, HTTPResponse, _RequestProxy
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.httpclient import HTTPRequest, HTTPResponse
+from tornado.iostream import IOStream
 from tornado.simple_httpclient import HTTPTimeoutError
-from tornado.util import _websocket_mask
-from tornado.websocket import (
-    WebSocketClientConnection,
-    WebSocketClosedError,
-    WebSocketProtocol13,
-    _WebSocketParams,
-)
 
 from ..errors import BadGateway, GatewayError, InternalError, UpstreamTimeout
 from ..headers import tornado_headers
 from ..policies import Request
-from ..runtime import RoutePlan, RuntimeHolder
+from ..runtime import RoutePlan
 from ..upstream.pool import Target, UpstreamPool
-from ..websocket import (
-    GOING_AWAY,
-    HANDSHAKE_FIELDS,
-    WebSocketPlan,
-    accept_value,
-    close_for_other_side,
-    handshake_error,
-    is_upgrade,
-    upstream_url,
-)
+from ..websocket import HANDSHAKE_FIELDS, accept_value, handshake_error, is_upgrade, upstream_url
 from .handler import ProxyHandler
 from .response import Phase
+from .wsrelay import Relay, UpstreamLeg
 
-__all__ = ["WebSocketProxyHandler", "Relay", "UpstreamLeg", "LegProtocol", "close_websockets", "CLOSE_WAIT_SECONDS"]
+__all__ = ["WebSocketProxyHandler"]
 
-log = logging.getLogger("gateway")
-
-_pack = struct.pack
-CLOSE_WAIT_SECONDS = 1.0  # at shutdown, how long the close handshakes may take before the sockets are dropped
 _OUT_OF_101 = frozenset({"sec-websocket-accept", "sec-websocket-extensions", "content-length"})
 
 
@@ -139,21 +92,9 @@ class WebSocketProxyHandler(ProxyHandler):
         plan = self.plan
         if plan is None or plan.pool is None or plan.websocket is None or self.ctx.match is None:
             raise InternalError()
-        pool, ctx = plan.pool, self.ctx
-        target = pool.pick()  # 503 no_healthy_upstream when none is available
-        ctx.upstream, ctx.target = pool.name, target.url
-        leg = self._connecting = UpstreamLeg(self._upstream_request(plan, target), plan.websocket.max_message_bytes)
-        pool.begin(target)
-        started = time.perf_counter()
-        try:
-            await leg.connect_future
-        except Exception as exc:
-            self._connecting = None
-            await self._not_opened(pool, target, leg, exc, time.perf_counter() - started)
+        leg = await self._handshake(plan, plan.pool, plan.websocket.max_message_bytes)
+        if leg is None:  # answered with the upstream's refusal, or the client left
             return
-        self._connecting = None
-        pool.end(target, True)
-        self.holder.metrics.upstream_try(pool.name, target.url, time.perf_counter() - started)
         if self.phase == Phase.ENDED:  # the client left meanwhile
             leg.abandon()
             return
@@ -169,6 +110,66 @@ class WebSocketProxyHandler(ProxyHandler):
             self.phase = Phase.ENDED
             self.report()
 
+    async def _handshake(self, plan: RoutePlan, pool: UpstreamPool, max_message_bytes: int) -> UpstreamLeg | None:
+        """The upstream's 101, tried again on another target as SPEC §4's retries allow a GET without
+        a body: after a refused connection, a timeout or an ``on_statuses`` answer, within the pool's
+        ``attempts``, backoff and retry budget. None when the upstream's own refusal was relayed
+        (the last one kept back for a retry, if no try could go out after all) or the client left."""
+        retry, ctx = pool.retry, self.ctx
+        retry.record_request()
+        tried: list[Target] = []
+        held: HTTPResponse | None = None  # the last refusal, kept back for a retry
+        last_error: GatewayError | None = None
+        while True:
+            try:
+                target = pool.pick(exclude=tried)  # 503 no_healthy_upstream when none is available
+            except GatewayError:
+                if held is not None:
+                    await self._relay_refusal(held)
+                    return None
+                if last_error is not None:
+                    raise last_error from None  # the failure that led here says more than "no target left"
+                raise
+            ctx.upstream, ctx.target = pool.name, target.url
+            leg = self._connecting = UpstreamLeg(self._upstream_request(plan, target), max_message_bytes)
+            pool.begin(target)
+            started = time.perf_counter()
+            try:
+                await leg.connect_future
+            except Exception as exc:
+                self._connecting = None
+                if self.phase == Phase.ENDED:  # the client went away: says nothing about the target
+                    pool.end(target, None)
+                    return None
+                refusal = leg.refusal if leg.refusal is not None and leg.refusal.code != 599 else None
+                pool.end(target, refusal.code < 500 if refusal is not None else False)
+                self.holder.metrics.upstream_try(pool.name, target.url, time.perf_counter() - started)
+                attempt = len(tried) + 1
+                if refusal is not None:
+                    again = retry.should_retry(method="GET", attempt=attempt, refused=False, failure=None,
+                                               status=refusal.code, replayable=True)
+                    if not again:
+                        await self._relay_refusal(refusal)
+                        return None
+                    held, last_error, reason = refusal, None, f"status {refusal.code}"
+                else:
+                    last_error, failure, refused = _handshake_failure(exc, target)
+                    if not retry.should_retry(method="GET", attempt=attempt, refused=refused, failure=failure,
+                                              status=None, replayable=True):
+                        raise last_error from None
+                    held, reason = None, failure
+                tried.append(target)
+                self.retrying(pool, target, reason)
+                await asyncio.sleep(retry.backoff_seconds(
+                    attempt, held.headers.get("Retry-After") if held is not None else None))
+                if self.phase == Phase.ENDED:
+                    return None
+                continue
+            self._connecting = None
+            pool.end(target, True)
+            self.holder.metrics.upstream_try(pool.name, target.url, time.perf_counter() - started)
+            return leg
+
     def _upstream_request(self, plan: RoutePlan, target: Target) -> HTTPRequest:
         """The upstream handshake: the proxied request's header plan, less this leg's own handshake fields."""
         headers = httputil.HTTPHeaders()
@@ -182,32 +183,18 @@ class WebSocketProxyHandler(ProxyHandler):
                            request_timeout=plan.timeouts.request_seconds,
                            ssl_options=plan.ssl_context, decompress_response=False, follow_redirects=False)
 
-    async def _not_opened(self, pool: UpstreamPool, target: Target, leg: UpstreamLeg, exc: Exception,
-                          seconds: float) -> None:
-        """No 101: the upstream's own answer is relayed; a failure to reach it is SPEC §4's error."""
-        if self.phase == Phase.ENDED:  # the client went away: says nothing about the target
-            pool.end(target, None)
-            return
-        refusal = leg.refusal
-        if refusal is not None and refusal.code != 599:
-            pool.end(target, refusal.code < 500)
-            self.holder.metrics.upstream_try(pool.name, target.url, seconds)
-            stamping = self.on_headers(refusal.code, refusal.reason, list(refusal.headers.get_all()))
-            if stamping is not None:  # a plugin's on_response that waits
-                await stamping
-                if self.phase == Phase.ENDED:  # the client left meanwhile
-                    return
-            body = refusal.body
-            if body:
-                self.ctx.bytes_out += len(body)
-                await self.relay(body)
-            self.end()
-            return
-        pool.end(target, False)
-        self.holder.metrics.upstream_try(pool.name, target.url, seconds)
-        if isinstance(exc, HTTPTimeoutError):
-            raise UpstreamTimeout(log_message=f"WebSocket handshake to {target.url}: {exc}")
-        raise BadGateway(log_message=f"WebSocket handshake to {target.url} failed: {exc!r}")
+    async def _relay_refusal(self, refusal: HTTPResponse) -> None:
+        """No 101: the upstream's own answer is relayed, as any answer."""
+        stamping = self.on_headers(refusal.code, refusal.reason, list(refusal.headers.get_all()))
+        if stamping is not None:  # a plugin's on_response that waits
+            await stamping
+            if self.phase == Phase.ENDED:  # the client left meanwhile
+                return
+        body = refusal.body
+        if body:
+            self.ctx.bytes_out += len(body)
+            await self.relay(body)
+        self.end()
 
     async def _switch(self, plan: RoutePlan, leg: UpstreamLeg) -> IOStream | None:
         """Answer the client's handshake with 101 and take its connection from Tornado's HTTP
@@ -233,300 +220,13 @@ class WebSocketProxyHandler(ProxyHandler):
         return self.detach()
 
 
-class LegProtocol(WebSocketProtocol13):
-    """Tornado's RFC 6455 protocol on one side of a relay, remembering how its connection ended:
-    ``received`` (the close frame that side sent) and ``sent`` (the gateway's own first close)."""
-
-    gate: asyncio.Future[None] | None = None  # the upstream side reads no frame until the client has its 101
-    received: tuple[int | None, str | None] | None = None
-    sent: tuple[int | None, str | None] | None = None
-    _pending: list[bytes] | None = None  # frames passed on in this turn of the loop, not yet written
-    _written: Future[None] | None = None  # the socket's last write
-
-    async def _receive_frame_loop(self) -> None:
-        if self.gate is not None:
-            await self.gate
-        await super()._receive_frame_loop()
-
-    def _handle_message(self, opcode: int, data: bytes) -> asyncio.Future[None] | None:
-        handled = super()._handle_message(opcode, data)
-        if opcode == 0x8 and self.received is None:
-            self.received = (self.close_code, self.close_reason)
-        return handled
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if self._pending is not None and not self.server_terminated:
-            self.flush()  # the messages passed on before the close go out before it
-        if self.sent is None and not self.server_terminated and self.received is None:
-            self.sent = (code, reason)
-        super().close(code, reason)
-
-    def pass_on(self, message: str | bytes) -> asyncio.Future[None] | None:
-        """Send ``message`` as one frame of its kind (nothing once this side is closing).
-
-        Frames are gathered and handed to the socket once per turn of the event loop (:meth:`flush`):
-        the messages of one burst the other side sent go out in one ``send``, not one each (a
-        syscall per message was most of the relay's cost). Returns None to go on reading, or, while
-        the socket has not taken the last write yet, a future (never failing) that resolves once it
-        has: the other side's frame loop waits on it, which is the backpressure. At most the last
-        write and one message more are held.
-        """
-        if self.server_terminated:
-            return None  # no frame may follow a close
-        if isinstance(message, bytes):
-            first, payload = 0x82, message
-        else:
-            first, payload = 0x81, message.encode()
-        size = len(payload)
-        masked = 0x80 if self.mask_outgoing else 0
-        if size < 126:
-            frame = _pack("!BB", first, size | masked)
-        elif size < 65536:
-            frame = _pack("!BBH", first, 126 | masked, size)
-        else:
-            frame = _pack("!BBQ", first, 127 | masked, size)
-        if masked:
-            key = os.urandom(4)  # RFC 6455 §5.3: unpredictable, as Tornado's own frames
-            frame += key + _websocket_mask(key, payload)
-        else:
-            frame += payload
-        self._wire_bytes_out += len(frame)
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = []
-            asyncio.get_running_loop().call_soon(self.flush)
-        pending.append(frame)
-        written = self._written
-        if written is None or written.done():
-            return None
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        written.add_done_callback(lambda _: _settle(waiter))  # a failed write: this side's frame loop sees it
-        return waiter
-
-    def flush(self) -> None:
-        """Hand the gathered frames to the socket, in one write."""
-        pending, self._pending = self._pending, None
-        if not pending:
-            return
-        try:
-            self._written = self.stream.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        except StreamClosedError:
-            pass
-
-    def pass_ping(self, data: bytes) -> None:
-        if not self.server_terminated:
-            self.flush()  # after the messages before it
-            try:
-                self.write_ping(data)
-            except StreamClosedError:
-                pass
-
-
-class UpstreamLeg(WebSocketClientConnection):
-    """The upstream side: Tornado's WebSocket client (what ``websocket_connect`` builds), whose
-    messages, pings and close go to its :class:`Relay`. ``refusal`` keeps an answer other than 101."""
-
-    relay: Relay | None = None
-    refusal: HTTPResponse | None = None
-    leg: LegProtocol | None = None
-
-    def __init__(self, request: HTTPRequest, max_message_bytes: int) -> None:
-        # As websocket_connect does: the request's unset options read as HTTPRequest's defaults.
-        request = cast(HTTPRequest, _RequestProxy(request, HTTPRequest._DEFAULTS))
-        super().__init__(request, on_message_callback=_nothing, compression_options=None, ping_interval=None,
-                         max_message_size=max_message_bytes)
-
-    def get_websocket_protocol(self) -> LegProtocol:
-        leg = self.leg = LegProtocol(self, mask_outgoing=True, params=self.params)
-        leg.gate = asyncio.get_running_loop().create_future()
-        return leg
-
-    def _on_http_response(self, response: HTTPResponse) -> None:
-        self.refusal = response
-        super()._on_http_response(response)
-
-    def abandon(self) -> None:
-        """Give the connection up, before or after its 101 (the client is gone)."""
-        leg = self.leg
-        if leg is not None:
-            leg.close(GOING_AWAY, "client went away")
-            if leg.gate is not None and not leg.gate.done():
-                leg.gate.set_result(None)  # let its frame loop run, to see the close through
-            self.protocol = None  # type: ignore[assignment]
-        elif getattr(self, "stream", None) is not None:
-            self.stream.close()  # connected: the handshake fails now; else the handler drops it once made
-
-    def on_message(self, message: str | bytes) -> asyncio.Future[None] | None:
-        relay = self.relay
-        return relay.to_client(message) if relay is not None else None
-
-    def on_ping(self, data: bytes) -> None:
-        if self.relay is not None:
-            self.relay.ping_client(data)
-
-    def on_pong(self, data: bytes) -> None:
-        if self.relay is not None:
-            self.relay.seen = self.relay.loop.time()
-
-    def on_ws_connection_close(self, close_code: int | None = None, close_reason: str | None = None) -> None:
-        super().on_ws_connection_close(close_code, close_reason)
-        if self.relay is not None and self.leg is not None:
-            self.relay.side_closed("upstream", self.leg)
-
-    def log_exception(self, typ: type[BaseException] | None, value: BaseException | None,
-                      tb: TracebackType | None) -> None:
-        _log_relay_exception(value, tb)
-
-
-class Relay:
-    """One open WebSocket: the client's connection and the upstream's, messages passed both ways.
-
-    It is the client side's protocol delegate (``on_message``, ``on_ping``, ``on_pong``,
-    ``on_ws_connection_close``); :class:`UpstreamLeg` hands it the upstream side's.
-    """
-
-    def __init__(self, holder: RuntimeHolder, plan: RoutePlan, route: str, stream: IOStream,
-                 upstream: UpstreamLeg) -> None:
-        limits: WebSocketPlan = plan.websocket  # type: ignore[assignment]
-        self.holder = holder
-        self.idle_seconds = limits.idle_seconds
-        self.client = LegProtocol(self, mask_outgoing=False,
-                                  params=_WebSocketParams(max_message_size=limits.max_message_bytes))
-        self.client.stream = stream
-        self.connection = upstream
-        self.upstream: LegProtocol = upstream.leg  # type: ignore[assignment]
-        upstream.relay = self
-        self.loop = asyncio.get_running_loop()
-        self.seen = self.loop.time()
-        self.bytes_in = 0  # message bytes from the client
-        self.bytes_out = 0  # message bytes to the client
-        self.ended: set[str] = set()
-        self.done: asyncio.Future[None] = self.loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
-        self._open, self._to_upstream, self._to_client = holder.metrics.websocket_children(route)
-
-    async def run(self) -> None:
-        """Relay until both sides have closed."""
-        self.holder.websockets.add(self)
-        self._open.inc()
-        self._timer = self.loop.call_at(self.seen + self.idle_seconds, self._check_idle)
-        gate = self.upstream.gate
-        if gate is not None and not gate.done():
-            gate.set_result(None)
-        try:
-            await self.client._receive_frame_loop()
-            await self.done
-        finally:
-            self._finish()
-
-    def shut(self, code: int, reason: str) -> None:
-        """The gateway closes both sides with ``code`` (idle timeout, shutdown)."""
-        self.client.close(code, reason)
-        self.upstream.close(code, reason)
-
-    def abort(self) -> None:
-        """Drop both connections without a close handshake (it took too long)."""
-        for side in (self.client, self.upstream):
-            if side.stream is not None:
-                side.stream.close()
-
-    # --- the client side's delegate ---
-
-    def on_message(self, message: str | bytes) -> asyncio.Future[None] | None:
-        self.seen = self.loop.time()
-        self.bytes_in += len(message) if isinstance(message, bytes) else len(message.encode())
-        self._to_upstream.inc()
-        return self.upstream.pass_on(message)
-
-    def on_ping(self, data: bytes) -> None:
-        self.seen = self.loop.time()
-        self.upstream.pass_ping(data)
-
-    def on_pong(self, data: bytes) -> None:
-        self.seen = self.loop.time()
-
-    def on_ws_connection_close(self, close_code: int | None = None, close_reason: str | None = None) -> None:
-        self.side_closed("client", self.client)
-
-    def log_exception(self, typ: type[BaseException] | None, value: BaseException | None,
-                      tb: TracebackType | None) -> None:
-        _log_relay_exception(value, tb)
-
-    # --- from the upstream side ---
-
-    def to_client(self, message: str | bytes) -> asyncio.Future[None] | None:
-        self.seen = self.loop.time()
-        self.bytes_out += len(message) if isinstance(message, bytes) else len(message.encode())
-        self._to_client.inc()
-        return self.client.pass_on(message)
-
-    def ping_client(self, data: bytes) -> None:
-        self.seen = self.loop.time()
-        self.client.pass_ping(data)
-
-    # --- the end ---
-
-    def side_closed(self, side: str, leg: LegProtocol) -> None:
-        """``side``'s connection ended: the first to end has the other closed as
-        :func:`~gateway.websocket.close_for_other_side` says; the relay is done once both have."""
-        if side in self.ended:
-            return
-        self.ended.add(side)
-        if len(self.ended) == 1:
-            other = self.upstream if side == "client" else self.client
-            code, reason = close_for_other_side(side, leg.received, leg.sent)
-            other.close(code, reason)
-        if len(self.ended) == 2 and not self.done.done():
-            self.done.set_result(None)
-
-    def _check_idle(self) -> None:
-        self._timer = None
-        if self.done.done():
-            return
-        if self.loop.time() - self.seen >= self.idle_seconds:
-            self.shut(GOING_AWAY, "idle timeout")
-            return
-        self._timer = self.loop.call_at(self.seen + self.idle_seconds, self._check_idle)
-
-    def _finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self in self.holder.websockets:
-            self.holder.websockets.discard(self)
-            self._open.dec()
-        self.connection.relay = None
-        self.connection.protocol = None  # type: ignore[assignment]  # closed: nothing left to warn about
-        self.connection.tcp_client.close()
-
-
-async def close_websockets(holder: RuntimeHolder) -> None:
-    """Shutdown, once ``drain_seconds`` is over: close every open socket with 1001 and wait (at most
-    CLOSE_WAIT_SECONDS) for the close handshakes; drop those that did not finish by then."""
-    relays = list(holder.websockets)
-    if not relays:
-        return
-    log.warning("closing %d WebSocket(s) still open (1001)", len(relays))
-    for relay in relays:
-        relay.shut(GOING_AWAY, "gateway shutting down")
-    pending = [relay.done for relay in relays if not relay.done.done()]
-    if pending:
-        await asyncio.wait(pending, timeout=CLOSE_WAIT_SECONDS)
-    for relay in relays:
-        if not relay.done.done():
-            relay.abort()
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _nothing(message: Any) -> None:
-    """The upstream connection's end-of-stream callback: the relay learns of it from its close."""
-
-
-def _log_relay_exception(value: BaseException | None, tb: TracebackType | None) -> None:
-    if isinstance(value, (StreamClosedError, WebSocketClosedError)):
-        return  # a side went away mid-write: its own close is reported by its frame loop
-    log.error("WebSocket relay failed", exc_info=(type(value), value, tb) if value is not None else None)
+def _handshake_failure(exc: Exception, target: Target) -> tuple[GatewayError, str, bool]:
+    """A failed upstream handshake with no answer: SPEC §4's error, the failure's kind for the retry
+    policy (``"timeout"``, ``"connect"`` or ``"reset"``) and whether the connection was refused
+    (nothing sent)."""
+    if isinstance(exc, HTTPTimeoutError):
+        return UpstreamTimeout(log_message=f"WebSocket handshake to {target.url}: {exc}"), "timeout", False
+    error = BadGateway(log_message=f"WebSocket handshake to {target.url} failed: {exc!r}")
+    if isinstance(exc, ConnectionRefusedError):
+        return error, "connect", True
+    return error, "reset", False
