@@ -99,8 +99,8 @@ async def test_a_stalled_streamed_upload_releases_its_upstream_connection(raw_up
 
 
 @pytest.mark.parametrize("framing, pieces", [
-    ("Content-Length: 8", [b"ab", b"cd", b"ef", b"gh"]),
-    ("Transfer-Encoding: chunked", [b"2\r\nab\r\n", b"2\r\ncd\r\n", b"2\r\nef\r\n", b"2\r\ngh\r\n0\r\n\r\n"]),
+    ("Content-Length: 8", [bytes([byte]) for byte in b"abcdefgh"]),
+    ("Transfer-Encoding: chunked", [b"1\r\n%c\r\n" % byte for byte in b"abcdefg"] + [b"1\r\nh\r\n0\r\n\r\n"]),
 ], ids=["buffered", "streamed"])
 async def test_a_body_that_keeps_sending_within_the_timeout_goes_through(
         raw_upstream: Any, start_gateway: Any, framing: str, pieces: list[bytes]) -> None:
@@ -109,8 +109,8 @@ async def test_a_body_that_keeps_sending_within_the_timeout_goes_through(
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
         writer.write(head("slow", framing + "\r\nConnection: close"))
-        for piece in pieces:  # 4 x 0.2 s: the whole upload takes longer than the timeout, each gap less
-            await asyncio.sleep(TIMEOUT * 2 / 3)
+        for piece in pieces:  # 8 x 0.1 s: the whole upload takes longer than the timeout, each gap a third of it
+            await asyncio.sleep(TIMEOUT / 3)
             writer.write(piece)
         raw = await asyncio.wait_for(reader.read(), 5)
     finally:

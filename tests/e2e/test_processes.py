@@ -17,6 +17,7 @@ from tornado.web import Application, RequestHandler
 
 from tests.conftest import Fetch
 from tests.support.gateway_process import GatewayProcess
+from tests.support.wait import wait_for
 
 
 def config(upstream: str, path: str = "/api") -> str:
@@ -32,8 +33,13 @@ def config(upstream: str, path: str = "/api") -> str:
 
 
 class Slow(RequestHandler):
+    def initialize(self, slow_started: list[bool] | None = None) -> None:
+        self.slow_started = slow_started
+
     async def get(self, *_: str) -> None:
         if self.get_argument("slow", None):
+            if self.slow_started is not None:
+                self.slow_started.append(True)
             await asyncio.sleep(1.0)
         self.finish("ok")
 
@@ -63,7 +69,8 @@ def requests_total(text: str) -> float:
 @pytest.mark.timeout(seconds=60)
 async def test_two_workers_share_one_port_reload_together_and_stop_together(
         start_upstream: Any, http: Fetch, tmp_path: Path) -> None:
-    upstream = start_upstream(Application([(r".*", Slow)]))
+    slow_started: list[bool] = []
+    upstream = start_upstream(Application([(r".*", Slow, {"slow_started": slow_started})]))
     temp = tmp_path / "tmp"
     temp.mkdir()
     gateway = GatewayProcess(tmp_path / "gateway.yaml", env={"TMPDIR": str(temp)})
@@ -105,7 +112,7 @@ async def test_two_workers_share_one_port_reload_together_and_stop_together(
 
         # SIGTERM: both drain (a slow request finishes), the supervisor exits 0 and cleans up.
         slow = asyncio.ensure_future(http(gateway.url + "/v3/x?slow=1"))
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: slow_started, 10.0)  # in flight through a worker before the SIGTERM
         gateway.signal(signal.SIGTERM)
         assert (await slow).code == 200
         assert await gateway.wait(15) == 0

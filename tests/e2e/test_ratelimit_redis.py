@@ -375,13 +375,14 @@ async def test_a_redis_that_hangs_under_load_is_detected_one_timeout_after_its_l
         await asyncio.gather(*(store.hit("warm", rule) for _ in range(4)))
         hog.start()
         tasks = []
-        for wave in range(13):  # as above: 50 requests every 10 ms; Redis hangs after 500
-            if wave == 10:
+        for wave in range(20):  # as above: 50 requests every 10 ms; Redis hangs after 850
+            if wave == 17:
                 redis_server.pause()
                 paused_at = loop.time()
             tasks += [asyncio.ensure_future(hit()) for _ in range(50)]
             await asyncio.sleep(0.01)
         await asyncio.gather(*tasks)
+        answered_at = store._answered_at  # when Redis last answered, as the store saw it (hits wake later)
     finally:
         hog.stop()
         gc.unfreeze()
@@ -389,13 +390,15 @@ async def test_a_redis_that_hangs_under_load_is_detected_one_timeout_after_its_l
     try:
         last_answer = max(ended for _, ended, was_degraded in hits if not was_degraded)
         assert last_answer > paused_at - 0.05  # Redis answered until it hung
-        late = [(started, ended) for started, ended, was_degraded in hits if was_degraded and started < last_answer]
-        during = [(started, ended) for started, ended, was_degraded in hits if was_degraded and started >= last_answer]
+        late = [(started, ended) for started, ended, was_degraded in hits if was_degraded and started < answered_at]
+        during = [(started, ended) for started, ended, was_degraded in hits if was_degraded and started >= answered_at]
         assert len(late) + len(during) == degraded.count
         assert [started for started, _, was_degraded in hits if not was_degraded and started >= last_answer] == []
         assert len(late) > 0
-        assert max(last_answer - started for started, _ in late) > TIMEOUT  # hits that were late before the hang
-        assert all(last_answer + TIMEOUT - 0.05 <= ended < last_answer + MAX_DEGRADED_SECONDS for _, ended in late)
+        # Hits that waited longer than TIMEOUT while Redis was still answering (the old deadline gave up on
+        # them): 551-694 of the 850 in five runs here, the longest 0.37-0.48 s.
+        assert sum(answered_at - started > TIMEOUT for started, _ in late) >= 100
+        assert all(answered_at + TIMEOUT - 1e-6 <= ended < answered_at + MAX_DEGRADED_SECONDS for _, ended in late)
         assert len(during) > 0
         assert all(TIMEOUT * 0.9 <= ended - started < MAX_DEGRADED_SECONDS for started, ended in during)
         decision = await store.hit("after", rule)

@@ -23,6 +23,7 @@ from tornado.web import Application, RequestHandler
 from tests.conftest import DEFAULT_SERVER
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.raw import exchange, parse
+from tests.support.wait import wait_for
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = "00f067aa0ba902b7"
@@ -339,8 +340,10 @@ async def test_a_client_that_goes_away_ends_its_spans(start_upstream, start_gate
     upstream = start_upstream(recording_app(delay=0.5))
     receiver, endpoint = collector()
     gw = await start_gateway(tracing_config(upstream.url, endpoint))
-    with pytest.raises(asyncio.TimeoutError):  # the client leaves before the answer
-        await exchange(gw.port, b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n", timeout=0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+    await wait_for(lambda: upstream.app.settings["seen"])  # the upstream has it (a client span is open)
+    writer.close()  # and the client leaves before the answer
     spans = await receiver.wait_for(2)
     (server,), (client,) = by_kind(spans, "server"), by_kind(spans, "client")
     assert server.attributes["http.response.status_code"] == 499 and server.status == "unset"
@@ -437,7 +440,7 @@ async def test_a_request_in_flight_across_a_reload_still_exports_its_spans(start
     path = tmp_path / "gateway.yaml"
     path.write_text(text.replace("service_name: edge", "service_name: edge2"))
     in_flight = asyncio.ensure_future(http(gw.url + "/api"))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: upstream.app.settings["seen"])  # admitted under the first config
     await gw.reload(str(path))
     assert (await in_flight).code == 200
     spans = await receiver.wait_for(2)

@@ -34,6 +34,7 @@ class GatewayProcess:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
+        self.readers: list[threading.Thread] = []
         self.port = 0
         self.admin_port = 0
 
@@ -59,8 +60,10 @@ class GatewayProcess:
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )
-        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=_collect, args=(stream, lines), daemon=True).start()
+        self.readers = [threading.Thread(target=_collect, args=(stream, lines), daemon=True)
+                        for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        for reader in self.readers:
+            reader.start()
         self.port = int((await self.wait_for_log(r"gateway listening on [^ ]+:(\d+)", timeout)).group(1))
         self.admin_port = int((await self.wait_for_log(r"admin listening on [^ ]+:(\d+)", timeout)).group(1))
 
@@ -75,7 +78,10 @@ class GatewayProcess:
                 return matches[count - 1]
             if time.monotonic() > deadline or exited:
                 raise AssertionError(f"no {count}x {pattern!r} in the gateway's stderr:\n" + "".join(self.stderr))
-            exited = self.proc is not None and self.proc.poll() is not None  # one more look: readers lag a little
+            if self.proc is not None and self.proc.poll() is not None:
+                await self._read_to_the_end()  # then one more look: the readers lag behind the exit
+                exited = True
+                continue
             await asyncio.sleep(0.05)
 
     async def access_line(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -101,7 +107,15 @@ class GatewayProcess:
             if time.monotonic() > deadline:
                 raise AssertionError("the gateway did not exit:\n" + "".join(self.stderr))
             await asyncio.sleep(0.02)
+        await self._read_to_the_end()
         return self.proc.returncode
+
+    async def _read_to_the_end(self, timeout: float = 5.0) -> None:
+        """Once the process has exited: wait (a bounded while) until its output is collected whole,
+        so that ``stdout``/``stderr`` hold its last lines."""
+        deadline = time.monotonic() + timeout
+        while any(reader.is_alive() for reader in self.readers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def stop(self, timeout: float = 15.0) -> int:
         self.signal(signal.SIGTERM)
