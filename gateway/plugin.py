@@ -40,7 +40,8 @@ The contract:
   gateway (a 502, a later plugin's reply). Change ``response.headers`` (and read
   ``response.status``) before the client sees them. It may be ``async def`` and may
   wait: the answer's head waits for it (one with no ``await`` in its code runs to its
-  end at once, without a task; one that may wait runs as a task of its own).
+  end at once, without a task; one that may wait runs in a task, where
+  ``asyncio.timeout()`` and ``current_task()`` work as usual).
 - Raising anything (in either) answers 500 ``internal_error``, logged with the
   plugin's name and the request id; the gateway goes on serving.
 - Time spent in both is the histogram ``gateway_plugin_duration_seconds{plugin}``.

@@ -22,6 +22,7 @@ from tornado.websocket import WebSocketHandler, websocket_connect
 from gateway.config import ConfigError
 from gateway.tokens import mint_token
 from tests.support.raw import exchange, parse
+from tests.support.ws import HANDSHAKE
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "plugin-tests-hs256-secret-of-32-bytes-or-more"
@@ -330,10 +331,6 @@ async def leave_while_waiting(port: int, request: bytes) -> None:
     await asyncio.sleep(0.1)
     gc.collect()
     await asyncio.sleep(0)
-
-
-HANDSHAKE = (b"Host: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-             b"Sec-WebSocket-Version: 13\r\n")  # a client's handshake fields, the request line and blank line aside
 
 
 class EchoSocket(WebSocketHandler):

@@ -15,7 +15,7 @@ from tornado.web import Application, RequestHandler
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.support.ws import WsRecord, ws_app
+from tests.support.ws import HANDSHAKE, WsRecord, ws_app
 
 
 def closed_port_url() -> str:
@@ -124,8 +124,7 @@ async def test_a_client_gone_during_the_backoff_costs_nothing(start_upstream: An
     busy = start_upstream(Application([(r"/(.*)", Unavailable, {"retry_after": "1"})]))
     gw = await start_gateway(config([busy.url], "{attempts: 2, max_backoff_seconds: 2}"))
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(b"GET /live HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    writer.write(b"GET /live HTTP/1.1\r\n" + HANDSHAKE + b"\r\n")
     await writer.drain()
     with pytest.raises(asyncio.TimeoutError):  # the target answered 503, Retry-After: 1; the retry waits it out
         await asyncio.wait_for(reader.read(1), 0.3)

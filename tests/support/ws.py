@@ -25,7 +25,11 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # module level: Fas
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 
-__all__ = ["WsRecord", "ws_app", "start_chat_upstream", "ChatServer"]
+__all__ = ["WsRecord", "ws_app", "start_chat_upstream", "ChatServer", "HANDSHAKE"]
+
+# A client's opening handshake fields for raw sockets, the request line and the blank line aside.
+HANDSHAKE = (b"Host: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"Sec-WebSocket-Version: 13\r\n")
 
 
 class WsRecord:
